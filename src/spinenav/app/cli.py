@@ -1,0 +1,288 @@
+"""The ``spinenav`` command line: a thin layer over the Python API.
+
+Only this module catches :class:`~spinenav.errors.SpinenavError`: it prints one line to stderr
+and exits with code 2. Results go to stdout, progress and warnings to stderr. Degrees and
+units named in option names (``--lordosis-deg``, ``--spacing-mm``) stop here: the library
+works in radians and mm.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import numpy as np
+import pydantic
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from spinenav import __version__
+from spinenav.errors import SpinenavError, SpinenavWarning
+
+app = typer.Typer(
+    name="spinenav",
+    help="Planning, fluoroscopy simulation and navigation for minimally invasive spine surgery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
+
+EXIT_BAD_INPUT = 2
+
+
+@contextmanager
+def _handled(*, strict: bool = False) -> Iterator[list[str]]:
+    """Turn domain errors into one stderr line + exit 2; echo spinenav warnings to stderr.
+
+    Yields the list that collects warning messages (for commands that report them).
+    """
+    collected: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpinenavWarning)
+        if strict:
+            warnings.simplefilter("error", SpinenavWarning)
+        try:
+            yield collected
+        except SpinenavWarning as exc:  # strict mode
+            err.print(f"[bold red]error[/] (strict): {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except SpinenavError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+                                 for e in exc.errors())
+            err.print(f"[bold red]error:[/] invalid parameters: {problems}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        finally:
+            for w in caught:
+                if issubclass(w.category, SpinenavWarning):
+                    collected.append(str(w.message))
+                    err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"spinenav {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Planning, fluoroscopy simulation and navigation for minimally invasive spine surgery."""
+
+
+# ------------------------------------------------------------------------------------ info
+def volume_summary(volume: Any) -> dict[str, Any]:
+    """Geometry and intensity facts of a Volume, in the units named by each key."""
+    from spinenav.imaging import check_ct_intensities
+
+    lo, hi = volume.value_range
+    return {
+        "modality": volume.modality,
+        "modality_source": volume.meta.get("modality_source", "unknown"),
+        "source_format": volume.meta.get("source_format", "unknown"),
+        "shape": list(volume.shape),
+        "spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
+        "orientation": "".join(volume.axcodes),
+        "oblique": volume.is_oblique,
+        "origin_world_mm": [round(float(x), 4) for x in volume.origin_world_mm],
+        "direction": [[round(float(x), 6) for x in row] for row in volume.direction],
+        "extent_mm": [round(float(e), 2) for e in volume.extent_mm],
+        "dtype": str(volume.array.dtype),
+        "value_range": [lo, hi],
+        "units": volume.meta.get("units", "HU"),
+        "series": {k: volume.meta[k] for k in ("series_number", "series_description",
+                                               "manufacturer", "kvp_kv", "convolution_kernel",
+                                               "slice_thickness_mm", "patient_position",
+                                               "gantry_tilt_deg") if k in volume.meta},
+        "notes": list(volume.meta.get("reader_notes", ())) + _padding_note(volume),
+        "doubts": [] if volume.meta.get("modality_source") == "dicom" else check_ct_intensities(volume),
+    }
+
+
+def _padding_note(volume: Any) -> list[str]:
+    """Scanners pad outside the reconstruction circle with values far below air (-2048, -3024)."""
+    if volume.is_label or volume.value_range[0] >= -1100:
+        return []
+    share = float(np.mean(volume.array < -1100))
+    return [f"{share:.1%} of voxels are below -1100 HU (min {volume.value_range[0]:.0f}): padding "
+            "outside the scanner's field of view, not tissue"]
+
+
+@app.command()
+def info(
+    ct: Annotated[Path, typer.Argument(help="CT: a DICOM series folder, .nii/.nii.gz, .nrrd or .mha.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    allow_gaps: Annotated[bool, typer.Option(help="DICOM: resample over missing slices instead of refusing.")] = False,
+    strict: Annotated[bool, typer.Option(help="Treat every warning as an error.")] = False,
+) -> None:
+    """Geometry, orientation, spacing, HU range and warnings of a CT."""
+    from spinenav.imaging import read_volume
+
+    with _handled(strict=strict) as warned:
+        with _progress() as bar:
+            task = bar.add_task(f"reading {ct.name}", total=None)
+            kwargs: dict[str, Any] = {}
+            if ct.is_dir():
+                kwargs = {"allow_gaps": allow_gaps, "strict": strict,
+                          "progress": lambda done, total: bar.update(task, completed=done, total=total)}
+            volume = read_volume(ct, **kwargs)
+    summary = volume_summary(volume) | {"warnings": warned}
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"{ct.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in summary.items():
+        if key in ("notes", "doubts", "warnings", "direction") or value in ({}, []):
+            continue
+        text = (", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
+                else " x ".join(str(v) for v in value) if key in ("shape", "spacing_mm", "extent_mm")
+                else str(value))
+        table.add_row(key, text)
+    out.print(table)
+    for key in ("notes", "doubts"):
+        for line in summary[key]:
+            out.print(f"[yellow]{key[:-1]}:[/] {line}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------ phantom
+def _parse_pairs(items: list[str] | None, option: str) -> dict[str, float]:
+    """'L4-L5=0.5' items into {'L4-L5': 0.5}."""
+    result: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            result[key.strip()] = float(value)
+        except ValueError:
+            raise SpinenavError(f"{option}: expected NAME=NUMBER (e.g. L4=8), got {item!r}") from None
+    return result
+
+
+def _parse_spacing(text: str) -> float | tuple[float, float, float]:
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise SpinenavError(f"--spacing-mm: expected one number or three (e.g. 0.7,0.7,2.5), got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 3:
+        return (parts[0], parts[1], parts[2])
+    raise SpinenavError(f"--spacing-mm: expected one number or three, got {len(parts)}")
+
+
+def _parse_levels(text: str) -> tuple[str, str]:
+    top, sep, bottom = text.upper().partition("-")
+    if not sep or not top or not bottom:
+        raise SpinenavError(f"--levels: expected TOP-BOTTOM such as T10-S1, got {text!r}")
+    return (top, bottom)
+
+
+PhantomLevels = Annotated[str, typer.Option(help="Top and bottom level, e.g. T10-S1 or L3-S1.")]
+
+
+def _make_phantom(params: Any) -> Any:
+    from spinenav.phantom import generate_phantom
+
+    with _progress() as bar:
+        task = bar.add_task("phantom", total=1.0)
+        return generate_phantom(params, progress=lambda step, frac: bar.update(
+            task, completed=frac, description=f"phantom: {step}"))
+
+
+@app.command()
+def phantom(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (created).")],
+    levels: PhantomLevels = "T10-S1",
+    spacing_mm: Annotated[str, typer.Option(help="Voxel size in mm: one number, or i,j,k.")] = "1.0",
+    lordosis_deg: Annotated[float, typer.Option(help="L1-S1 lordosis, degrees.")] = 45.0,
+    scoliosis_deg: Annotated[float, typer.Option(help="Coronal Cobb angle, degrees.")] = 0.0,
+    disc_height_loss: Annotated[Optional[list[str]], typer.Option(
+        help="Disc height loss as a fraction, e.g. L4-L5=0.5 (repeatable).")] = None,
+    stenosis: Annotated[Optional[list[str]], typer.Option(
+        help="Canal AP narrowing as a fraction, e.g. L4=0.4 (repeatable).")] = None,
+    slip_mm: Annotated[Optional[list[str]], typer.Option(
+        help="Anterior slip over the level below, mm, e.g. L4=8 (repeatable).")] = None,
+    scale: Annotated[float, typer.Option(help="Body size factor.")] = 1.0,
+    noise_hu: Annotated[float, typer.Option(help="Gaussian noise SD, HU.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Random seed (recorded in truth.json).")] = 0,
+) -> None:
+    """Write a synthetic spine CT, its label map and its ground truth.
+
+    Files: ct.nii.gz (HU, int16), labels.nii.gz (TotalSegmentator v2 ids), truth.json (every
+    landmark, pedicle and safe screw corridor, in LPS mm).
+    """
+    from spinenav.phantom import PhantomParams, write_phantom
+
+    with _handled():
+        params = PhantomParams(
+            levels=_parse_levels(levels), spacing_mm=_parse_spacing(spacing_mm),
+            lordosis_deg=lordosis_deg, scoliosis_deg=scoliosis_deg,
+            disc_height_loss=_parse_pairs(disc_height_loss, "--disc-height-loss"),
+            stenosis=_parse_pairs(stenosis, "--stenosis"), slip_mm=_parse_pairs(slip_mm, "--slip-mm"),
+            scale=scale, noise_hu=noise_hu, seed=seed)
+        started = time.perf_counter()
+        ph = _make_phantom(params)
+        paths = write_phantom(ph, out_dir)
+    err.print(f"phantom generated in {time.perf_counter() - started:.1f} s", highlight=False)
+    for name, path in paths.items():
+        out.print(f"{name}: {path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------ demo
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (created).")] = Path("out/demo"),
+    spacing_mm: Annotated[float, typer.Option(help="Phantom voxel size, mm.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the main job on the built-in synthetic spine.
+
+    For now: a phantom T10-S1 written to disk, and PNGs of axial, coronal and sagittal views
+    with and without its labels.
+    """
+    from spinenav.app.figures import orthogonal_views_png
+    from spinenav.phantom import PhantomParams, write_phantom
+
+    with _handled():
+        params = PhantomParams(spacing_mm=spacing_mm, seed=seed)
+        ph = _make_phantom(params)
+        paths = write_phantom(ph, out_dir / "phantom")
+        l4 = next(v for v in ph.truth.vertebrae if v.name == "L4")
+        views = orthogonal_views_png(ph.ct, out_dir / "phantom_views.png", labels=ph.labels,
+                                     centre_world_mm=np.asarray(l4.centre_world_mm),
+                                     title="spinenav phantom T10-S1, through the L4 body")
+        views_ct = orthogonal_views_png(ph.ct, out_dir / "phantom_ct.png",
+                                        centre_world_mm=np.asarray(l4.centre_world_mm),
+                                        title="spinenav phantom T10-S1 (CT, bone window)")
+    for name, path in {**paths, "views": views, "views_ct": views_ct}.items():
+        out.print(f"{name}: {path}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
