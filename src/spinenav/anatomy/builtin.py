@@ -1,0 +1,556 @@
+"""Builtin vertebra segmentation from the CT alone: offline, no model weights.
+
+The route, stage by stage (each stage records how sure it is in :class:`BuiltinTrace`):
+
+1. **Spinal canal** on a coarse (2 mm) LPS grid: bone (HU > 150) closed with a 4 mm ball;
+   in each axial slice the enclosed low-density holes (40-700 mm^2, -80..130 HU) are canal
+   candidates; the canal is the longest chain of candidates that moves little from slice to
+   slice (a longest path through a DAG of candidates).
+2. **Working grid**: a 1 mm LPS grid around the canal, and a local frame per canal point:
+   ``s`` along the canal (mm, cranial +), ``u`` lateral (towards the patient's right), ``v``
+   anterior; every bone voxel gets its (s, u, v).
+3. **Bone mask**: hysteresis (> 110 HU connected to > 300 HU) on a smoothed CT, minus
+   contrast-filled vessels (homogeneous regions, local SD < 40 HU: the aorta lies against
+   the bodies and is brighter than osteoporotic bone), with the marrow filled slice by
+   slice (the canal's own hole kept open).
+4. **Pedicles -> vertebrae**: walking up the canal, dense bone immediately lateral to it on
+   both sides (<= 16 mm, +-20 degrees of pure lateral) marks each vertebra's pedicles; at a
+   disc level the same place is the empty intervertebral foramen. One peak per vertebra.
+5. **Discs**: between consecutive pedicle peaks, just above the lower one (pedicles join the
+   cranial part of their body), where a dark band lies between two bright endplates.
+6. **Separation**: seeded watershed on the negative distance transform of the bone mask
+   (thin partial-volume bridges at facet joints become ridges). Seeds per vertebra: its body
+   between its discs, its pedicles, and the innermost lamina just behind the canal below its
+   pedicles (the lamina above overlaps it posteriorly). Bone far lateral, anterior or
+   posterior (ribs, sternum, scapulae, pelvis) is seeded as "other".
+7. **Clean-up**: per vertebra a closing and slice-wise hole filling (canal kept open).
+
+Vertebrae are numbered 1..N from caudal to cranial; naming them is
+:mod:`spinenav.anatomy.levels`' job, from the evidence recorded here (ribs, sacrum).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage as ndi
+from scipy.signal import find_peaks
+from scipy.spatial import cKDTree
+from skimage.filters import apply_hysteresis_threshold
+from skimage.segmentation import watershed
+
+from spinenav.errors import SpinenavError
+from spinenav.imaging.resample import resample_to_grid
+from spinenav.imaging.volume import Volume
+
+ProgressCallback = Callable[[str, float], None]
+
+#: Canal candidates: enclosed holes of this area (mm^2) and mean HU in each axial slice.
+CANAL_AREA_MM2 = (40.0, 700.0)
+CANAL_HU = (-80.0, 130.0)
+#: Bone for the canal search, HU, and the closing radius that bridges gaps in the bony ring, mm.
+CANAL_BONE_HU = 150.0
+CANAL_CLOSE_MM = 4.0
+#: Hysteresis thresholds of the bone mask (smoothed HU): weak voxels join strong ones.
+BONE_WEAK_HU, BONE_STRONG_HU = 110.0, 300.0
+#: The outer surface of a vertebra lies at the half-maximum between the cortex nearby (the
+#: local maximum within 2 mm) and soft tissue, clipped to this range (HU). On the chest CT,
+#: TotalSegmentator's boundary has 285 HU just inside and 145 HU just outside.
+SOFT_TISSUE_HU = 40.0
+SURFACE_HU_RANGE = (150.0, 600.0)
+#: Contrast-filled vessels: homogeneous (local SD < this, HU) regions brighter than 150 HU.
+VESSEL_SD_HU = 40.0
+#: Pedicle detector: rays from the canal centre, lateral +-20 deg, out to 16 mm, bone > 200 HU.
+PEDICLE_RAY_MM = 16.0
+PEDICLE_SPREAD_RAD = math.radians(20.0)
+PEDICLE_HU = 200.0
+#: Lateral (|u|), anterior (v) and posterior (-v) distance beyond which bone is not spine, mm.
+OTHER_BONE_LATERAL_MM, OTHER_BONE_ANTERIOR_MM, OTHER_BONE_POSTERIOR_MM = 55.0, 75.0, 60.0
+WORK_SPACING_MM = 1.0
+#: A rib: bone that is not spine, reaches this far from the canal (mm) and is thin (largest
+#: distance from its surface inward, mm); the lowest thoracic ribs (T12) reach ~70-100 mm.
+RIB_REACH_MM = 65.0
+RIB_MAX_HALF_THICKNESS_MM = 8.0
+#: A rib's medial end lies this close to the canal (mm): its head and neck meet the vertebra.
+RIB_HEAD_U_MM = (8.0, 55.0)
+#: One rib in view is a few thousand 1 mm voxels; larger "rib" components are ribs merged with
+#: cartilage or each other and say nothing about which vertebra carries them.
+RIB_MAX_VOXELS_1MM = 20000
+
+
+@dataclass
+class VertebraTrace:
+    """What the builtin route found for one vertebra (numbered from caudal)."""
+
+    index: int
+    pedicle_s_mm: float
+    pedicle_strength: float  # fraction of lateral rays hitting bone at the peak, 0..1
+    disc_below_s_mm: float | None
+    disc_above_s_mm: float | None
+    centre_world_mm: NDArray[np.float64] | None = None
+    voxels: int = 0
+    kind: str = "vertebra"  # "vertebra", "S1" or "sacrum" (the sacrum below S1)
+    rib_left: bool = False  # a thin bone reaching >= 65 mm laterally articulates with it
+    rib_right: bool = False
+    touches_fov_edge: bool = False  # cut by the field of view: partly out of the CT
+
+
+@dataclass
+class BuiltinTrace:
+    """Intermediate results and quality of the builtin route."""
+
+    canal_world_mm: NDArray[np.float64]  # (N, 3) canal centre per mm of the working grid's k
+    canal_coverage: float  # fraction of canal slices with an enclosed canal candidate
+    vertebrae: list[VertebraTrace]  # caudal to cranial; a sacrum, if found, comes first
+    sacrum_found: bool
+    other_bone_label: int
+    warnings: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BuiltinSegmentation:
+    """Ordinal vertebra labels (1..N caudal to cranial) on the working grid, plus the trace."""
+
+    labels: Volume  # is_label, uint8: 0 background, 1..N vertebrae, N+1 other bone (ribs...)
+    trace: BuiltinTrace
+
+
+# ------------------------------------------------------------------------------ helpers
+def _lps_grid(volume: Volume, spacing_mm: float, lo: NDArray | None = None,
+              hi: NDArray | None = None) -> tuple[tuple[int, int, int], NDArray[np.float64]]:
+    corners = volume.corners_world_mm()
+    lo = corners.min(axis=0) if lo is None else np.maximum(lo, corners.min(axis=0))
+    hi = corners.max(axis=0) if hi is None else np.minimum(hi, corners.max(axis=0))
+    shape = tuple(int(math.ceil((h - l) / spacing_mm)) + 1 for l, h in zip(lo, hi))
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = lo
+    return shape, affine  # type: ignore[return-value]
+
+
+def _ball(radius_mm: float, spacing: NDArray[np.float64]) -> NDArray[np.bool_]:
+    r = [int(math.ceil(radius_mm / s)) for s in spacing]
+    grids = np.ogrid[tuple(slice(-n, n + 1) for n in r)]
+    return sum((g * s) ** 2 for g, s in zip(grids, spacing)) <= radius_mm**2
+
+
+def _local_sd(a: NDArray[np.float32], size: int) -> NDArray[np.float32]:
+    m = ndi.uniform_filter(a, size)
+    return np.sqrt(np.maximum(ndi.uniform_filter(a * a, size) - m * m, 0.0))
+
+
+# ------------------------------------------------------------------------------ 1. canal
+def _canal_candidates(grid: Volume) -> list[list[tuple[NDArray[np.float64], float]]]:
+    """Per axial slice of an LPS grid: (centre (i, j) in mm from the grid origin, area mm^2)."""
+    a = grid.array
+    sp = grid.spacing_mm
+    closed = ndi.binary_closing(a > CANAL_BONE_HU, structure=_ball(CANAL_CLOSE_MM, sp))
+    out = []
+    for k in range(a.shape[2]):
+        b = closed[:, :, k]
+        holes = ndi.binary_fill_holes(b) & ~b
+        lbl, n = ndi.label(holes)
+        if n == 0:
+            out.append([])
+            continue
+        idx = np.arange(1, n + 1)
+        areas = ndi.sum(holes, lbl, idx) * sp[0] * sp[1]
+        means = ndi.mean(a[:, :, k], lbl, idx)
+        centres = np.array(ndi.center_of_mass(holes, lbl, idx)).reshape(-1, 2) * sp[:2]
+        keep = ((areas > CANAL_AREA_MM2[0]) & (areas < CANAL_AREA_MM2[1])
+                & (means > CANAL_HU[0]) & (means < CANAL_HU[1]))
+        out.append([(centres[i], float(areas[i])) for i in np.flatnonzero(keep)])
+    return out
+
+
+def _longest_chain(cands, dz_mm: float, *, max_gap_mm: float = 40.0) -> list[tuple[int, int]]:
+    """Longest path through candidates in nearby slices: +1 per node, minus jumps and gaps.
+
+    In the lumbar spine the canal is enclosed by bone only at the pedicles: open stretches of
+    20-35 mm (interlaminar window, foramina; longer where scoliosis tilts the ring out of the
+    axial plane) separate the enclosed ones, so links may skip up to one lumbar pitch; the canal drifts at most ~1.5 mm sideways per mm (56 deg: the sacral canal runs ~50 deg from vertical) along the spine.
+    """
+    max_skip = int(max_gap_mm / dz_mm)
+    best: dict[tuple[int, int], float] = {}
+    prev: dict[tuple[int, int], tuple[int, int] | None] = {}
+    for k, c in enumerate(cands):
+        for j, (p, _) in enumerate(c):
+            best[(k, j)], prev[(k, j)] = 1.0, None
+            for kk in range(max(0, k - max_skip), k):
+                for jj, (pp, _) in enumerate(cands[kk]):
+                    d = float(np.linalg.norm(p - pp))
+                    if d <= 4.0 + 1.5 * (k - kk) * dz_mm:
+                        score = best[(kk, jj)] + 1.0 - 0.15 * d / dz_mm - 0.1 * (k - kk - 1)
+                        if score > best[(k, j)]:
+                            best[(k, j)], prev[(k, j)] = score, (kk, jj)
+    if not best:
+        return []
+    node: tuple[int, int] | None = max(best, key=best.__getitem__)
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = prev[node]
+    return chain[::-1]
+
+
+def trace_canal(ct: Volume) -> tuple[NDArray[np.float64], float]:
+    """Canal centre points (M, 3) in LPS mm, one per coarse slice of the chain, and the share
+    of the chain's slices that had an enclosed canal.
+
+    Raises
+    ------
+    SpinenavError
+        If no canal-like tube is found (no spine in view, or not a CT).
+    """
+    shape, affine = _lps_grid(ct, 2.0)
+    coarse = resample_to_grid(ct, shape, affine)
+    cands = _canal_candidates(coarse)
+    chain = _longest_chain(cands, 2.0)
+    z_span_mm = (chain[-1][0] - chain[0][0]) * 2.0 if chain else 0.0
+    if len(chain) < 8 or z_span_mm < 30.0:
+        raise SpinenavError(
+            "no spinal canal found: no bone-enclosed low-density tube runs over >= 30 mm of the "
+            f"CT (longest found: {z_span_mm:.0f} mm); is the spine in the field of view, and is "
+            "this a CT in Hounsfield units?")
+    pts = np.array([[*(cands[k][j][0] + affine[:2, 3]), k * 2.0 + affine[2, 3]] for k, j in chain])
+    coverage = len(chain) / (chain[-1][0] - chain[0][0] + 1)
+    return pts, float(coverage)
+
+
+def _disc_between(lo_p: int, hi_p: int, profile: NDArray, ped_signal: NDArray) -> tuple[float, float]:
+    """The disc between the pedicle levels lo_p < hi_p (indices along the canal): just above
+    the lower vertebra's pedicles, where a dark band lies between two bright endplates.
+    Returns (position, contrast in HU: the darker of the two endplate-to-disc drops)."""
+    nz = len(profile)
+    pitch = hi_p - lo_p
+    w = max(3, int(round(0.2 * pitch)))
+    cand = np.arange(lo_p + 1, lo_p + int(0.5 * pitch) + 1)
+    cand = cand[(cand - w >= 0) & (cand + w + 1 <= nz)]
+    if len(cand) == 0:
+        return float(lo_p + 0.4 * pitch), 0.0
+    dark = np.array([min(profile[s - w:s].max(), profile[s + 1:s + w + 1].max()) - profile[s]
+                     for s in cand])
+    score = dark / (max(dark.max(), 0.0) + 1e-6) + (1.0 - ped_signal[cand])
+    best = int(np.argmax(score))
+    return float(cand[best]), float(dark[best])
+
+
+def _vertebrae_from_peaks(peaks: list[int], ped_signal: NDArray, profile: NDArray
+                          ) -> tuple[list[int], list[float], list[float], bool]:
+    """Turn pedicle-signal peaks into one peak per vertebra, the discs between, and whether the
+    caudal end is a sacrum.
+
+    * A pitch under 0.7 x its neighbours' pitches means one of its two peaks is not a pedicle (an
+      articular process, a sacral ala): drop the one whose removal leaves the stronger disc.
+    * A caudal run of continuous lateral bone (>= 18 mm above 0.9) is the sacral block; the
+      peak above it joins it when no disc separates them (S1 is fused to the sacrum).
+    """
+    def discs_of(pk: list[int]) -> tuple[list[float], list[float]]:
+        pairs = [_disc_between(a, b, profile, ped_signal) for a, b in zip(pk[:-1], pk[1:])]
+        return [d for d, _ in pairs], [c for _, c in pairs]
+
+    pk = sorted(peaks)
+    while len(pk) >= 3:
+        pitches = np.diff(pk).astype(float)
+        # each pitch against its neighbours' (vertebrae shrink from lumbar ~35 mm to cervical ~15)
+        ratio = np.array([pitches[i] / np.median(np.r_[pitches[max(0, i - 2):i], pitches[i + 1:i + 3]])
+                          for i in range(len(pitches))])
+        i = int(np.argmin(ratio))
+        if ratio[i] >= 0.7:
+            break
+        options = []
+        for drop in (i, i + 1):
+            trial = pk[:drop] + pk[drop + 1:]
+            _, contrast = discs_of(trial)
+            j = min(drop, len(trial) - 1)
+            near = [contrast[m] for m in (j - 1, j) if 0 <= m < len(contrast)]
+            options.append((min(near) if near else -np.inf, drop))
+        pk.pop(max(options)[1])
+    discs, contrast = discs_of(pk)
+
+    # the sacral block: continuous lateral bone at the caudal end of the trace
+    strong = ped_signal >= 0.9
+    sacrum = False
+    if pk:
+        run_start = None
+        k = pk[0]
+        while k > 0 and strong[k - 1]:
+            k -= 1
+        lo = k
+        k = pk[0]
+        while k + 1 < len(strong) and strong[k + 1]:
+            k += 1
+        run_start = lo
+        sacrum = strong[pk[0]] and (k - run_start) >= 18
+    if sacrum and len(pk) >= 2 and contrast and contrast[0] < 0.25 * max(np.median(contrast), 1.0):
+        # S1's pedicles sit above the block with no disc between: one sacrum
+        pk.pop(0)
+        discs.pop(0)
+        contrast.pop(0)
+    return pk, discs, contrast, bool(sacrum)
+
+
+# ------------------------------------------------------------------------------ main route
+def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> BuiltinSegmentation:
+    """Segment the vertebrae of `ct` (HU) without model weights; see the module docstring.
+
+    Returns
+    -------
+    BuiltinSegmentation
+        Ordinal labels on a 1 mm LPS working grid around the spine and the trace of every stage.
+    """
+    import time
+
+    report = progress or (lambda step, frac: None)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    warnings_: list[str] = []
+
+    def tick(name: str) -> None:
+        timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 3)
+
+    report("tracing the spinal canal", 0.0)
+    canal_pts, coverage = trace_canal(ct)
+    tick("canal")
+
+    # 2. working grid around the canal
+    report("resampling the spine region", 0.15)
+    lo = np.array([canal_pts[:, 0].min() - 75, canal_pts[:, 1].min() - 80, canal_pts[:, 2].min() - 8])
+    hi = np.array([canal_pts[:, 0].max() + 75, canal_pts[:, 1].max() + 65, canal_pts[:, 2].max() + 8])
+    shape, affine = _lps_grid(ct, WORK_SPACING_MM, lo, hi)
+    work = resample_to_grid(ct, shape, affine)
+    a = work.array.astype(np.float32)
+    nz = shape[2]
+    zs = affine[2, 3] + np.arange(nz) * WORK_SPACING_MM
+    canal_w = np.column_stack([np.interp(zs, canal_pts[:, 2], canal_pts[:, 0]),
+                               np.interp(zs, canal_pts[:, 2], canal_pts[:, 1]), zs])
+    canal_w[:, :2] = ndi.gaussian_filter1d(canal_w[:, :2], 4.0, axis=0)
+    cz = work.index_from_world(canal_w)  # (nz, 3) index coordinates, = mm on this grid
+    inside_z = (zs >= canal_pts[:, 2].min() - 2) & (zs <= canal_pts[:, 2].max() + 2)
+    tg = np.gradient(ndi.gaussian_filter1d(cz, 3.0, axis=0), axis=0)
+    tg /= np.linalg.norm(tg, axis=1, keepdims=True)
+    U = np.cross(tg, [0.0, 1.0, 0.0])
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    V = np.cross(tg, U)  # anterior (index j grows posterior on an LPS grid)
+    tick("grid")
+
+    # 3. bone mask
+    report("bone mask", 0.3)
+    sm = ndi.gaussian_filter(a, 0.6)
+    sm1 = ndi.gaussian_filter(a, 1.0)
+    vessel = ndi.binary_opening((sm > 150) & (_local_sd(a, 3) < 35), iterations=2)
+    vessel = ndi.binary_dilation(vessel, iterations=2)
+    raw = apply_hysteresis_threshold(np.where(vessel, 0, sm1), BONE_WEAK_HU, BONE_STRONG_HU)
+    disk2 = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2
+    bone = raw.copy()
+    interior = np.zeros_like(raw)
+    for k in range(nz):
+        b = ndi.binary_closing(raw[:, :, k], structure=disk2)
+        holes = ndi.binary_fill_holes(b) & ~raw[:, :, k]
+        hl, _ = ndi.label(holes)
+        ci, cj = np.round(cz[k, :2]).astype(int)
+        if 0 <= ci < shape[0] and 0 <= cj < shape[1] and hl[ci, cj]:
+            holes[hl == hl[ci, cj]] = False
+        holes &= sm1[:, :, k] > -60
+        bone[:, :, k] |= holes
+        interior[:, :, k] = holes
+    vessel_zone = ndi.binary_dilation(
+        ndi.binary_opening((sm > 150) & (_local_sd(a, 5) < VESSEL_SD_HU), iterations=2), iterations=4)
+    bone &= ~(vessel_zone & (sm < 450) & ~interior)
+    sm05 = ndi.gaussian_filter(a, 0.5)
+    # the outer surface at the local half-maximum between the nearby cortex and soft tissue
+    local_max = ndi.maximum_filter(sm05, size=5)
+    surface_hu = np.clip(0.5 * (local_max + SOFT_TISSUE_HU), SURFACE_HU_RANGE[0], SURFACE_HU_RANGE[1])
+    bone &= (sm05 > surface_hu) | ndi.binary_erosion(bone, iterations=2) | interior
+    tick("bone")
+
+    # canal frame for every bone voxel
+    report("canal frame", 0.45)
+    ijk = np.argwhere(bone).astype(np.float32)
+    tree = cKDTree(cz)
+    _, near = tree.query(ijk, workers=-1)
+    rel = ijk - cz[near]
+    s_b = near + np.einsum("ij,ij->i", rel, tg[near])
+    u_b = np.einsum("ij,ij->i", rel, U[near])
+    v_b = np.einsum("ij,ij->i", rel, V[near])
+    tick("frame")
+
+    # 4. pedicles
+    report("pedicles and discs", 0.55)
+    theta = np.linspace(-PEDICLE_SPREAD_RAD, PEDICLE_SPREAD_RAD, 7)
+    radii = np.arange(4.0, PEDICLE_RAY_MM, 0.5)
+    lateral = np.zeros(nz)
+    for k in range(nz):
+        hits = []
+        for side in (1.0, -1.0):
+            dirs = side * (np.cos(theta)[:, None] * U[k] + np.sin(theta)[:, None] * V[k])
+            pts = cz[k] + radii[None, :, None] * dirs[:, None, :]
+            vals = ndi.map_coordinates(sm, pts.reshape(-1, 3).T, order=1).reshape(len(theta), len(radii))
+            hits.append((vals > PEDICLE_HU).any(axis=1).mean())
+        lateral[k] = min(hits)
+    lateral[~inside_z] = 0.0
+    ped_signal = ndi.gaussian_filter1d(lateral, 1.0)
+    peaks, _ = find_peaks(ped_signal, distance=10, prominence=0.2)
+    if len(peaks) < 1:
+        raise SpinenavError("no vertebra found along the spinal canal (no pedicles detected)")
+
+    # 5. discs: body-axis profile at a fixed depth in front of the canal
+    body_axis = cz + V * 20.0
+    th2 = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+    rr2 = np.array([0.0, 2.0, 4.0, 6.0])
+    profile = np.array([
+        ndi.map_coordinates(sm, (body_axis[k] + (rr2[:, None, None] * (
+            np.cos(th2)[None, :, None] * U[k] + np.sin(th2)[None, :, None] * V[k])).reshape(-1, 3)).T,
+            order=1).mean() for k in range(nz)])
+    peaks, discs, disc_contrast, sacrum = _vertebrae_from_peaks(list(peaks), ped_signal, profile)
+    tick("levels")
+
+    # 6. seeds and watershed
+    report("separating vertebrae", 0.7)
+    n_vert = len(peaks)
+    other = n_vert + 1
+    edt = ndi.distance_transform_edt(bone)
+    edt_b = edt[bone]
+    seed_b = np.zeros(len(s_b), np.int32)
+    for n, p in enumerate(peaks):
+        below = discs[n - 1] if n > 0 else -np.inf
+        above = discs[n] if n < len(discs) else np.inf
+        pitch = (peaks[n] - peaks[n - 1]) if n > 0 else (peaks[1] - peaks[0] if n_vert > 1 else 25.0)
+        body = ((s_b > below + 2.5) & (s_b < above - 2.5) & (np.abs(u_b) < 20) & (v_b > 5)
+                & (v_b < 60) & (edt_b >= 1.5))
+        ped = (np.abs(s_b - p) <= 2) & (np.abs(u_b) > 7) & (np.abs(u_b) < 25) & (v_b > -6) & (v_b < 10)
+        lam = ((s_b > p - 0.6 * pitch) & (s_b < p - 0.1 * pitch) & (np.abs(u_b) < 6) & (v_b > -13)
+               & (v_b < -6) & (edt_b >= 1))
+        seed_b[body | ped | lam] = n + 1
+    far = ((np.abs(u_b) > OTHER_BONE_LATERAL_MM) | (v_b > OTHER_BONE_ANTERIOR_MM)
+           | (v_b < -OTHER_BONE_POSTERIOR_MM))
+    seed_b[far & (seed_b == 0) & (edt_b >= 1.5)] = other
+    markers = np.zeros(shape, np.int32)
+    markers[bone] = seed_b
+    # the disc bands are not bone of either neighbour
+    mask = bone.copy()
+    disc_band = np.zeros(len(s_b), bool)
+    for d in discs:
+        disc_band |= (np.abs(s_b - d) < 2.5) & (np.abs(u_b) < 22) & (v_b > 6) & (v_b < 60)
+    canal_zone = (np.hypot(u_b, v_b) < 6)
+    drop = (disc_band & (sm[bone] < 250)) | (canal_zone & (sm[bone] < 150))
+    mask_b = ~drop
+    mask[bone] = mask_b
+    markers[~mask] = 0
+    labels = watershed(-edt, markers, mask=mask).astype(np.uint8)
+    tick("watershed")
+
+    # 7. clean-up per vertebra
+    report("cleaning up", 0.9)
+    canal_zone_img = np.zeros(shape, bool)
+    canal_zone_img[bone] = canal_zone
+    objects = ndi.find_objects(labels)
+    for n in range(1, n_vert + 1):
+        if n - 1 >= len(objects) or objects[n - 1] is None:
+            continue
+        sl = objects[n - 1]
+        sub = labels[sl]
+        m = ndi.binary_closing(sub == n, iterations=1)
+        for kk in range(m.shape[2]):
+            f = ndi.binary_fill_holes(m[:, :, kk]) & ~m[:, :, kk]
+            hl, _ = ndi.label(f)
+            kz = kk + sl[2].start
+            ci, cj = int(round(cz[kz, 0])) - sl[0].start, int(round(cz[kz, 1])) - sl[1].start
+            if 0 <= ci < f.shape[0] and 0 <= cj < f.shape[1] and hl[ci, cj]:
+                f[hl == hl[ci, cj]] = False
+            m[:, :, kk] |= f
+        sub[m & (sub == 0) & ~canal_zone_img[sl]] = n
+    tick("cleanup")
+
+    # the sacrum: split S1 (above the S1/S2 plane, one lumbar body height below L5-S1) from the rest
+    kinds = ["vertebra"] * n_vert
+    if sacrum and n_vert >= 2:
+        l5_body_mm = 0.8 * (peaks[1] - peaks[0])
+        split_s = discs[0] - l5_body_mm
+        sac = labels == 1
+        s_img = np.full(shape, np.inf, np.float32)
+        s_img[bone] = s_b
+        labels[sac & (s_img < split_s)] = 0  # temporarily
+        rest = sac & (s_img < split_s)
+        labels[labels >= 1] += 1  # make room: 1 = sacrum below S1, 2 = S1, 3.. = L5 upwards
+        labels[labels == other + 1] = other + 1
+        labels[rest] = 1
+        other += 1
+        n_vert += 1
+        kinds = ["sacrum", "S1"] + ["vertebra"] * (n_vert - 2)
+        peaks = [peaks[0]] + list(peaks)
+        discs = [None] + list(discs)  # type: ignore[list-item]
+
+    # ribs: thin "other" bone reaching far laterally that touches a vertebra at its side
+    u_img = np.zeros(shape, np.float32)
+    u_img[bone] = u_b
+    other_mask = labels == other
+    comp, n_comp = ndi.label(other_mask)
+    rib_comp = np.zeros(n_comp + 1, bool)
+    if n_comp:
+        idx = np.arange(1, n_comp + 1)
+        reach = ndi.maximum(np.abs(u_img), comp, idx)
+        thick = ndi.maximum(edt, comp, idx)
+        size = ndi.sum(other_mask, comp, idx)
+        rib_comp[1:] = (reach >= RIB_REACH_MM) & (thick <= RIB_MAX_HALF_THICKNESS_MM) & (size >= 300)
+    # each rib belongs to the vertebra at its medial end (a rib passing a transverse process
+    # further along its shaft does not make that vertebra rib-bearing)
+    rib_sides = [[False, False] for _ in range(n_vert)]
+    boxes = ndi.find_objects(comp)
+    for c in np.flatnonzero(rib_comp):
+        box = tuple(slice(max(sl.start - 6, 0), sl.stop + 6) for sl in boxes[c - 1])
+        comp_c, u_c, lab_c = comp[box] == c, u_img[box], labels[box]
+        for side, sign in ((0, -1.0), (1, 1.0)):  # 0 = patient left (u < 0), 1 = right
+            part = comp_c & (u_c * sign > 0)
+            if part.sum() < 50:
+                continue
+            medial_u = np.abs(u_c[part]).min()
+            crosses_midline = bool(np.any(comp_c & (u_c * sign < -3.0)))
+            if not (RIB_HEAD_U_MM[0] <= medial_u <= RIB_HEAD_U_MM[1]) or crosses_midline \
+                    or part.sum() > RIB_MAX_VOXELS_1MM:
+                continue  # a rib shaft passing by, merged cartilage, or not a rib at all
+            end = part & (np.abs(u_c) <= medial_u + 8.0)
+            touch = ndi.binary_dilation(end, iterations=3) & (lab_c >= 1) & (lab_c <= n_vert)
+            if touch.sum() >= 5:
+                owner = int(np.bincount(lab_c[touch]).argmax())
+                rib_sides[owner - 1][side] = True
+
+    verts = []
+    counts = np.bincount(labels.ravel(), minlength=other + 1)
+    # voxels of the working grid outside the CT (or on the grid's border) mark a cut vertebra
+    corners_idx = ct.index_from_world(work.world_from_index(np.argwhere(np.ones((2, 2, 2))) * (np.array(shape) - 1)))
+    outside_ct = np.zeros(shape, bool)
+    if np.any(corners_idx < -0.5) or np.any(corners_idx > np.array(ct.shape) - 0.5):
+        ijk_all = np.indices(shape, dtype=np.float32).reshape(3, -1).T
+        idx = ct.index_from_world(work.world_from_index(ijk_all))
+        outside_ct = np.any((idx < -0.5) | (idx > np.array(ct.shape) - 0.5), axis=1).reshape(shape)
+        outside_ct = ndi.binary_dilation(outside_ct, iterations=2)
+    outside_ct[[0, -1], :, :] = outside_ct[:, [0, -1], :] = outside_ct[:, :, [0, -1]] = True
+    vboxes = ndi.find_objects(labels)
+    for n in range(n_vert):
+        box = vboxes[n] if n < len(vboxes) else None
+        m = (labels[box] == n + 1) if box is not None else None
+        centre = (work.world_from_index(np.array(ndi.center_of_mass(m)) + [b.start for b in box])
+                  if box is not None and counts[n + 1] else None)
+        p = peaks[n]
+        verts.append(VertebraTrace(
+            index=n + 1, pedicle_s_mm=float(p), pedicle_strength=float(ped_signal[p]),
+            disc_below_s_mm=discs[n - 1] if n > 0 else None,
+            disc_above_s_mm=discs[n] if n < len(discs) else None,
+            centre_world_mm=centre, voxels=int(counts[n + 1]), kind=kinds[n],
+            rib_left=rib_sides[n][0], rib_right=rib_sides[n][1],
+            touches_fov_edge=bool(box is not None and np.any(m & outside_ct[box]))))
+    tick("evidence")
+    if coverage < 0.3:  # lumbar canals are enclosed ~40% of their length (pedicles only)
+        warnings_.append(f"the spinal canal was enclosed by bone on only {coverage:.0%} of its "
+                         "length: the spine trace is uncertain")
+    trace = BuiltinTrace(canal_world_mm=canal_w[inside_z], canal_coverage=coverage,
+                         vertebrae=verts, sacrum_found=bool(sacrum and kinds[0] == "sacrum"), other_bone_label=other, warnings=warnings_,
+                         timings_s=timings)
+    report("done", 1.0)
+    return BuiltinSegmentation(labels=Volume(labels, affine, modality="SEG", is_label=True,
+                                             meta={"units": "label"}), trace=trace)

@@ -1,0 +1,220 @@
+"""Vertebra segmentation behind one interface, the backend chosen by option.
+
+* ``builtin`` (default): from the CT alone, offline, no model weights
+  (:mod:`spinenav.anatomy.builtin`), levels named from anatomy (:mod:`spinenav.anatomy.levels`).
+* ``labelmap``: an existing segmentation (TotalSegmentator output, VerSe ids, or a user's map
+  with a mapping file), see :mod:`spinenav.anatomy.labelmap`.
+* ``totalsegmentator``: runs TotalSegmentator when the user has installed it (an optional extra
+  that downloads its own weights; never required).
+
+Every backend returns a :class:`SpineSegmentation`: a label map on the CT's own grid in
+TotalSegmentator v2 ids, the names with their confidence and evidence, and the warnings that
+say which results to distrust.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spinenav.anatomy.levels import LevelEvidence, LevelNaming, name_levels
+from spinenav.errors import SpinenavError
+from spinenav.imaging.io import check_ct_intensities
+from spinenav.imaging.resample import resample_like
+from spinenav.imaging.volume import Volume
+
+BACKENDS = ("builtin", "labelmap", "totalsegmentator")
+
+#: TotalSegmentator v2 ids of the vertebrae and the sacrum (shared data README).
+TS_VERTEBRA_IDS = {"sacrum": 25, "S1": 26, "L5": 27, "L4": 28, "L3": 29, "L2": 30, "L1": 31,
+                   **{f"T{i}": 44 - i for i in range(1, 13)},
+                   **{f"C{i}": 51 - i for i in range(1, 8)}}
+#: Vertebrae the builtin backend found but could not name get 150 + their caudal-to-cranial
+#: order (outside TotalSegmentator's 1-118 and spinenav's discs 200+).
+UNNAMED_VERTEBRA_BASE = 150
+#: Thicker slices blur discs and joints beyond what the builtin route can separate.
+MAX_SLICE_MM = 5.0
+#: HU above which a voxel is metal (cortical bone stays below ~2000 HU).
+METAL_HU = 2500.0
+
+
+@dataclass
+class VertebraResult:
+    name: str | None
+    label_id: int
+    confidence: float
+    voxels: int
+    partial: bool  # cut by the field of view
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SpineSegmentation:
+    labels: Volume  # on the CT grid, TotalSegmentator v2 ids (unnamed vertebrae: 150 + order)
+    backend: str
+    parameters: dict[str, Any]
+    naming: LevelNaming
+    vertebrae: list[VertebraResult]  # caudal to cranial
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_ct_for_segmentation(ct: Volume) -> list[str]:
+    """Refuse what the builtin route cannot handle (one-line reasons); warnings come later."""
+    if ct.is_label:
+        raise SpinenavError("the input is a label map, not a CT")
+    if ct.modality not in ("CT", "") and ct.meta.get("modality_source") == "dicom":
+        raise SpinenavError(f"the input is {ct.modality}, not CT: vertebra segmentation needs "
+                            "Hounsfield units")
+    doubts = check_ct_intensities(ct)
+    if doubts:
+        raise SpinenavError("the input does not look like a CT in Hounsfield units: "
+                            + "; ".join(doubts))
+    thickest = float(ct.spacing_mm.max())
+    if thickest > MAX_SLICE_MM:
+        raise SpinenavError(f"voxels are {thickest:.1f} mm along one axis (> {MAX_SLICE_MM:.0f} mm): "
+                            "discs and facet joints cannot be resolved; use a thin-slice "
+                            "reconstruction")
+    return []
+
+
+def _metal_near(labels: Volume, ct: Volume, label_id: int) -> bool:
+    m = labels.array == label_id
+    if not m.any():
+        return False
+    from scipy import ndimage as ndi
+
+    near = ndi.binary_dilation(m, iterations=5)
+    return bool(np.count_nonzero(ct.array[near] > METAL_HU) > 20)
+
+
+def segment_spine(ct: Volume, *, backend: str = "builtin", labelmap: str | os.PathLike | None = None,
+                  mapping: str | os.PathLike | None = None, lowest_level: str | None = None,
+                  level_at: tuple[float, str] | None = None,
+                  progress: Callable[[str, float], None] | None = None) -> SpineSegmentation:
+    """Segment and name the vertebrae of `ct` with the chosen backend.
+
+    Raises
+    ------
+    SpinenavError
+        Unknown backend, options that do not fit it, or input it cannot handle (with the reason).
+    """
+    if backend not in BACKENDS:
+        raise SpinenavError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "labelmap" and (labelmap is not None or mapping is not None):
+        raise SpinenavError("--labelmap/--mapping apply only to --backend labelmap")
+    if backend == "labelmap":
+        from spinenav.anatomy.labelmap import import_label_map
+
+        if labelmap is None:
+            raise SpinenavError("--backend labelmap needs --labelmap PATH (a file or a folder)")
+        imported = import_label_map(labelmap, ct, mapping=mapping)
+        return _from_named_labels(ct, imported.labels, backend="labelmap",
+                                  parameters={"labelmap": Path(labelmap).name,
+                                              "mapping": Path(mapping).name if mapping else None,
+                                              **imported.parameters},
+                                  warnings=imported.warnings)
+    if backend == "totalsegmentator":
+        from spinenav.anatomy.labelmap import import_label_map
+
+        imported = import_label_map(run_totalsegmentator(ct), ct, scheme="totalsegmentator")
+        return _from_named_labels(ct, imported.labels, backend="totalsegmentator",
+                                  parameters={"task": "total", **imported.parameters},
+                                  warnings=imported.warnings)
+    return _segment_builtin(ct, lowest_level=lowest_level, level_at=level_at, progress=progress)
+
+
+def _segment_builtin(ct: Volume, *, lowest_level: str | None, level_at: tuple[float, str] | None,
+                     progress: Callable[[str, float], None] | None) -> SpineSegmentation:
+    from spinenav.anatomy.builtin import segment_builtin
+
+    warnings = check_ct_for_segmentation(ct)
+    result = segment_builtin(ct, progress=progress)
+    warnings += result.trace.warnings
+    evidence = [LevelEvidence(kind=v.kind, rib_left=v.rib_left, rib_right=v.rib_right,
+                              touches_fov_edge=v.touches_fov_edge,
+                              centre_z_mm=None if v.centre_world_mm is None else float(v.centre_world_mm[2]))
+                for v in result.trace.vertebrae]
+    naming = name_levels(evidence, lowest_level=lowest_level, level_at=level_at)
+    lut = np.zeros(256, np.uint8)
+    verts: list[VertebraResult] = []
+    for i, (v, name) in enumerate(zip(result.trace.vertebrae, naming.names)):
+        label_id = TS_VERTEBRA_IDS[name] if name in TS_VERTEBRA_IDS else UNNAMED_VERTEBRA_BASE + i + 1
+        lut[v.index] = label_id
+        flags = []
+        if v.touches_fov_edge:
+            flags.append("partly outside the field of view: its measurements are incomplete")
+        if name is None:
+            flags.append("level unknown")
+        verts.append(VertebraResult(name=name, label_id=label_id,
+                                    confidence=naming.confidence * (0.5 if v.touches_fov_edge else 1.0),
+                                    voxels=v.voxels, partial=v.touches_fov_edge, flags=flags))
+    work_labels = result.labels.with_array(lut[result.labels.array])
+    labels = resample_like(work_labels, ct)
+    near_metal = [v for v in verts if _metal_near(labels, ct, v.label_id)]
+    for v in near_metal:
+        v.flags.append("metal within 5 mm: segmentation and measurements may be corrupted")
+    if near_metal:
+        warnings.append(f"very dense material (> {METAL_HU:.0f} HU: metal or undiluted contrast) next to {', '.join(str(v.name) for v in near_metal)}: "
+                        "streak artefacts may corrupt those vertebrae and their measurements")
+    if naming.ambiguous:
+        warnings.append("level naming is ambiguous: " + "; ".join(naming.evidence))
+    return SpineSegmentation(labels=labels, backend="builtin",
+                             parameters={"work_spacing_mm": 1.0, "timings_s": result.trace.timings_s,
+                                         "canal_coverage": round(result.trace.canal_coverage, 3),
+                                         "sacrum_found": result.trace.sacrum_found,
+                                         "lowest_level": lowest_level, "level_at": level_at},
+                             naming=naming, vertebrae=verts, warnings=warnings)
+
+
+def _from_named_labels(ct: Volume, labels: Volume, *, backend: str, parameters: dict[str, Any],
+                       warnings: list[str] | None = None) -> SpineSegmentation:
+    """A segmentation whose ids already name the levels (TotalSegmentator v2 ids)."""
+    ids = {int(i) for i in np.unique(labels.array)}
+    names = {v: k for k, v in TS_VERTEBRA_IDS.items()}
+    order = sorted(i for i in ids if i in names)  # ids grow cranially: 25 sacrum ... 50 C1
+    verts = []
+    edge = np.zeros(labels.shape, bool)
+    edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
+    for i in order:
+        m = labels.array == i
+        partial = bool(np.any(m & edge))
+        verts.append(VertebraResult(name=names[i], label_id=i, confidence=1.0 if not partial else 0.5,
+                                    voxels=int(m.sum()), partial=partial,
+                                    flags=["partly outside the field of view"] if partial else []))
+    naming = LevelNaming([v.name for v in verts], 1.0, False,
+                         [f"names taken from the {backend} label ids"], reason=backend)
+    if not verts:
+        raise SpinenavError(f"the {backend} segmentation holds no vertebra label "
+                            "(TotalSegmentator v2 ids 25-50)")
+    return SpineSegmentation(labels=labels, backend=backend, parameters=parameters, naming=naming,
+                             vertebrae=verts, warnings=list(warnings or []))
+
+
+def run_totalsegmentator(ct: Volume) -> Volume:
+    """Run the user's TotalSegmentator (``TotalSegmentator`` on PATH) on `ct`; its weights are
+    its own business (it downloads them on first use)."""
+    exe = shutil.which("TotalSegmentator")
+    if exe is None:
+        raise SpinenavError("TotalSegmentator is not installed (pip install TotalSegmentator; it "
+                            "downloads its model weights on first use): use --backend builtin or "
+                            "--backend labelmap with its output")
+    from spinenav.imaging.io import read_volume, write_nifti
+
+    with tempfile.TemporaryDirectory(prefix="spinenav-ts-") as tmp:
+        src = write_nifti(ct, Path(tmp) / "ct.nii.gz")
+        out = Path(tmp) / "labels.nii.gz"
+        proc = subprocess.run([exe, "-i", str(src), "-o", str(out), "--ml"], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise SpinenavError(f"TotalSegmentator failed (exit {proc.returncode}): {tail[0]}")
+        labels = read_volume(out)
+    return labels.with_array(labels.array.astype(np.uint8), is_label=True, modality="SEG")

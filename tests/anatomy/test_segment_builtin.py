@@ -1,0 +1,92 @@
+"""The builtin (CT-only) segmentation: found, named and overlapping the truth; bad input refused.
+
+The thresholds below are regression floors at the level measured when this was written, not
+the issue's targets (phantom Dice >= 0.95, chest CT median >= 0.85): those are not met yet, and
+benchmarks/bench_segment.py prints the current figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinenav.anatomy.segment import segment_spine
+from spinenav.errors import SpinenavError
+from spinenav.imaging import Volume, read_volume
+from spinenav.phantom import PhantomParams, generate_phantom
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1))
+
+
+@pytest.fixture(scope="module")
+def phantom_and_seg():
+    ph = generate_phantom(PhantomParams(spacing_mm=1.0, seed=11))
+    return ph, segment_spine(ph.ct)
+
+
+def test_phantom_every_level_found_and_named(phantom_and_seg):
+    ph, seg = phantom_and_seg
+    assert [v.name for v in seg.vertebrae] == ["sacrum", "S1", "L5", "L4", "L3", "L2", "L1",
+                                               "T12", "T11", "T10"]
+    assert seg.naming.ok and seg.naming.confidence >= 0.9
+    assert any("sacrum" in e for e in seg.naming.evidence)
+    assert any("T12" in e for e in seg.naming.evidence)
+
+
+def test_phantom_labels_overlap_truth(phantom_and_seg):
+    ph, seg = phantom_and_seg
+    truth, ours = ph.labels.array, seg.labels.array
+    dice = {v.name: _dice(ours == v.label_id, truth == v.label_id) for v in seg.vertebrae}
+    lumbar = [dice[n] for n in ("L1", "L2", "L3", "L4", "L5")]
+    assert min(lumbar) >= 0.87, dice  # measured 0.88-0.93
+    assert min(dice[n] for n in ("T11", "T12", "S1")) >= 0.70, dice  # rib and sacral edges: 0.72-0.85
+
+
+def test_phantom_with_slip_keeps_the_levels():
+    ph = generate_phantom(PhantomParams(spacing_mm=1.0, slip_mm={"L4": 8.0}, levels=("T12", "S1")))
+    seg = segment_spine(ph.ct)
+    assert [v.name for v in seg.vertebrae] == ["sacrum", "S1", "L5", "L4", "L3", "L2", "L1", "T12"]
+
+
+@pytest.mark.realdata
+def test_chest_ct_every_vertebra_found_and_named(chest_ct_path: Path, chest_labels_path: Path):
+    ct, ref = read_volume(chest_ct_path), read_volume(chest_labels_path).array
+    seg = segment_spine(ct)
+    names = [v.name for v in seg.vertebrae]
+    # fully in view in the reference: L1 .. T1 (L3, L2 and C7 touch the slab's ends)
+    assert names[names.index("L1"):names.index("T1") + 1] == ["L1", "T12"] + [f"T{i}" for i in range(11, 0, -1)]
+    full = [v for v in seg.vertebrae if not v.partial]
+    dice = [_dice(seg.labels.array == v.label_id, ref == v.label_id) for v in full]
+    assert min(dice) >= 0.60 and float(np.median(dice)) >= 0.72, dice  # measured 0.65-0.85, median 0.744
+    assert all(v.confidence <= 0.8 for v in seg.vertebrae)  # one anchor (ribs): said so
+
+
+def _water_cylinder(hu_inside: int, *, spacing=(1.0, 1.0, 1.0), shape=(120, 120, 60)) -> Volume:
+    ijk = np.indices(shape)
+    r = np.hypot(ijk[0] - shape[0] / 2, ijk[1] - shape[1] / 2)
+    a = np.where(r < 50, hu_inside, -1000).astype(np.int16)
+    return Volume(a, np.diag([*spacing, 1.0]))
+
+
+@pytest.mark.parametrize("volume, match", [
+    (_water_cylinder(0), "no spinal canal found"),
+    (_water_cylinder(0, spacing=(1.0, 1.0, 6.0)), "thin-slice"),
+    (Volume(np.full((40, 40, 40), 300, np.int16), np.eye(4)), "Hounsfield"),
+])
+def test_bad_input_is_refused_with_the_reason(volume, match):
+    with pytest.raises(SpinenavError, match=match):
+        segment_spine(volume)
+
+
+def test_backend_options_are_checked():
+    ct = _water_cylinder(0)
+    with pytest.raises(SpinenavError, match="unknown backend"):
+        segment_spine(ct, backend="magic")
+    with pytest.raises(SpinenavError, match="only to --backend labelmap"):
+        segment_spine(ct, labelmap="x.nii.gz")
+    with pytest.raises(SpinenavError, match="needs --labelmap"):
+        segment_spine(ct, backend="labelmap")
