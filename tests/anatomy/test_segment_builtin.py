@@ -46,10 +46,13 @@ def test_phantom_labels_overlap_truth(phantom_and_seg):
     assert min(dice[n] for n in ("T11", "T12", "S1")) >= 0.70, dice  # rib and sacral edges: 0.72-0.85
 
 
-def test_phantom_with_slip_keeps_the_levels():
-    ph = generate_phantom(PhantomParams(spacing_mm=1.0, slip_mm={"L4": 8.0}, levels=("T12", "S1")))
+@pytest.mark.parametrize("variant", [dict(slip_mm={"L4": 8.0}), dict(scoliosis_deg=20.0)],
+                         ids=["slip", "scoliosis"])
+def test_phantom_variants_keep_the_levels(variant):
+    ph = generate_phantom(PhantomParams(spacing_mm=1.0, levels=("T12", "S1"), **variant))
     seg = segment_spine(ph.ct)
     assert [v.name for v in seg.vertebrae] == ["sacrum", "S1", "L5", "L4", "L3", "L2", "L1", "T12"]
+    assert seg.naming.ok
 
 
 @pytest.mark.realdata

@@ -221,14 +221,16 @@ def trace_canal(ct: Volume) -> tuple[NDArray[np.float64], float]:
     return pts, float(coverage)
 
 
-def _disc_between(lo_p: int, hi_p: int, profile: NDArray, ped_signal: NDArray) -> tuple[float, float]:
+def _disc_between(lo_p: int, hi_p: int, profile: NDArray, ped_signal: NDArray, *,
+                  upto: float = 0.5) -> tuple[float, float]:
     """The disc between the pedicle levels lo_p < hi_p (indices along the canal): just above
     the lower vertebra's pedicles, where a dark band lies between two bright endplates.
+    `upto` is how far up the interval to look, as a fraction of it.
     Returns (position, contrast in HU: the darker of the two endplate-to-disc drops)."""
     nz = len(profile)
     pitch = hi_p - lo_p
     w = max(3, int(round(0.2 * pitch)))
-    cand = np.arange(lo_p + 1, lo_p + int(0.5 * pitch) + 1)
+    cand = np.arange(lo_p + 1, lo_p + int(upto * pitch) + 1)
     cand = cand[(cand - w >= 0) & (cand + w + 1 <= nz)]
     if len(cand) == 0:
         return float(lo_p + 0.4 * pitch), 0.0
@@ -246,6 +248,8 @@ def _vertebrae_from_peaks(peaks: list[int], ped_signal: NDArray, profile: NDArra
 
     * A pitch under 0.7 x its neighbours' pitches means one of its two peaks is not a pedicle (an
       articular process, a sacral ala): drop the one whose removal leaves the stronger disc.
+    * A pitch over 1.6 x its neighbours' means a missed vertebra: the best signal maximum in
+      its middle is added.
     * A caudal run of continuous lateral bone (>= 18 mm above 0.9) is the sacral block; the
       peak above it joins it when no disc separates them (S1 is fused to the sacrum).
     """
@@ -254,6 +258,17 @@ def _vertebrae_from_peaks(peaks: list[int], ped_signal: NDArray, profile: NDArra
         return [d for d, _ in pairs], [c for _, c in pairs]
 
     pk = sorted(peaks)
+    # the sacral block: continuous lateral bone at the caudal end of the trace
+    strong = ped_signal >= 0.9
+    block_peak: int | None = None
+    if pk and strong[pk[0]]:
+        lo = hi = pk[0]
+        while lo > 0 and strong[lo - 1]:
+            lo -= 1
+        while hi + 1 < len(strong) and strong[hi + 1]:
+            hi += 1
+        if hi - lo >= 18:
+            block_peak = pk.pop(0)
     while len(pk) >= 3:
         pitches = np.diff(pk).astype(float)
         # each pitch against its neighbours' (vertebrae shrink from lumbar ~35 mm to cervical ~15)
@@ -270,27 +285,53 @@ def _vertebrae_from_peaks(peaks: list[int], ped_signal: NDArray, profile: NDArra
             near = [contrast[m] for m in (j - 1, j) if 0 <= m < len(contrast)]
             options.append((min(near) if near else -np.inf, drop))
         pk.pop(max(options)[1])
+    # a pitch over 1.6 x its neighbours' means a missed vertebra (a weak pedicle signal where
+    # scoliosis tilts the pedicles out of the rays): take the best maximum in its middle
+    tried: set[tuple[int, int]] = set()
+    for _ in range(len(pk)):
+        if len(pk) < 3:
+            break
+        pitches = np.diff(pk).astype(float)
+        ratio = np.array([pitches[i] / np.median(np.r_[pitches[max(0, i - 2):i], pitches[i + 1:i + 3]])
+                          for i in range(len(pitches))])
+        ratio[[i for i in range(len(pk) - 1) if (pk[i], pk[i + 1]) in tried]] = 0.0
+        i = int(np.argmax(ratio))
+        if ratio[i] <= 1.6:
+            break
+        tried.add((pk[i], pk[i + 1]))
+        lo, hi = pk[i] + int(0.2 * pitches[i]), pk[i + 1] - int(0.2 * pitches[i])
+        inner = np.arange(lo, hi)
+        local = inner[(ped_signal[inner] >= ped_signal[np.clip(inner - 1, 0, None)])
+                      & (ped_signal[inner] >= ped_signal[np.clip(inner + 1, None, len(ped_signal) - 1)])]
+        if len(local) == 0:
+            continue
+        new = int(local[np.argmax(ped_signal[local])])
+        _, base_contrast = discs_of(pk)
+        trial = sorted(pk + [new])
+        _, trial_contrast = discs_of(trial)
+        j = trial.index(new)
+        new_contrast = min(trial_contrast[j - 1], trial_contrast[j])
+        baseline = float(np.median(base_contrast))
+        neighbour_pitch = float(np.median(np.r_[pitches[max(0, i - 2):i], pitches[i + 1:i + 3]]))
+        if baseline >= 100.0:  # discs are visible: the new vertebra must have a disc each side
+            accept = new_contrast >= 0.25 * baseline
+        else:  # discs barely visible (osteoporotic bone): rely on a regular pitch
+            accept = min(new - pk[i], pk[i + 1] - new) >= 0.6 * neighbour_pitch
+        if accept:
+            pk = trial
+    sacrum = block_peak is not None
+    if sacrum and pk:
+        _, mobile_contrast = discs_of(pk)
+        # the block's own peak lies deep in the sacrum: look for L5-S1 over the whole interval
+        _, c_first = _disc_between(block_peak, pk[0], profile, ped_signal, upto=0.9)
+        baseline = float(np.median(mobile_contrast)) if mobile_contrast else 0.0
+        if c_first >= 0.25 * baseline:
+            # a disc between the block and the first pedicles: that is L5; the block is S1 + sacrum
+            pk = [block_peak] + pk
+        # else: no disc, the first pedicles are S1's, fused to the block below them
     discs, contrast = discs_of(pk)
-
-    # the sacral block: continuous lateral bone at the caudal end of the trace
-    strong = ped_signal >= 0.9
-    sacrum = False
-    if pk:
-        run_start = None
-        k = pk[0]
-        while k > 0 and strong[k - 1]:
-            k -= 1
-        lo = k
-        k = pk[0]
-        while k + 1 < len(strong) and strong[k + 1]:
-            k += 1
-        run_start = lo
-        sacrum = strong[pk[0]] and (k - run_start) >= 18
-    if sacrum and len(pk) >= 2 and contrast and contrast[0] < 0.25 * max(np.median(contrast), 1.0):
-        # S1's pedicles sit above the block with no disc between: one sacrum
-        pk.pop(0)
-        discs.pop(0)
-        contrast.pop(0)
+    if sacrum and block_peak is not None and pk and pk[0] == block_peak and len(pk) >= 2:
+        discs[0], contrast[0] = _disc_between(pk[0], pk[1], profile, ped_signal, upto=0.9)
     return pk, discs, contrast, bool(sacrum)
 
 
@@ -469,7 +510,8 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     # the sacrum: split S1 (above the S1/S2 plane, one lumbar body height below L5-S1) from the rest
     kinds = ["vertebra"] * n_vert
     if sacrum and n_vert >= 2:
-        l5_body_mm = 0.8 * (peaks[1] - peaks[0])
+        l5_pitch = (peaks[2] - peaks[1]) if n_vert >= 3 else (peaks[1] - peaks[0])
+        l5_body_mm = 0.8 * l5_pitch  # S1's body is about as tall as L5's
         split_s = discs[0] - l5_body_mm
         sac = labels == 1
         s_img = np.full(shape, np.inf, np.float32)

@@ -111,10 +111,10 @@ def segment_spine(ct: Volume, *, backend: str = "builtin", labelmap: str | os.Pa
     if backend != "labelmap" and (labelmap is not None or mapping is not None):
         raise SpinenavError("--labelmap/--mapping apply only to --backend labelmap")
     if backend == "labelmap":
-        from spinenav.anatomy.labelmap import import_label_map
-
         if labelmap is None:
             raise SpinenavError("--backend labelmap needs --labelmap PATH (a file or a folder)")
+        from spinenav.anatomy.labelmap import import_label_map
+
         imported = import_label_map(labelmap, ct, mapping=mapping)
         return _from_named_labels(ct, imported.labels, backend="labelmap",
                                   parameters={"labelmap": Path(labelmap).name,
