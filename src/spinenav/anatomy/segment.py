@@ -42,6 +42,12 @@ TS_VERTEBRA_IDS = {"sacrum": 25, "S1": 26, "L5": 27, "L4": 28, "L3": 29, "L2": 3
 UNNAMED_VERTEBRA_BASE = 150
 #: Thicker slices blur discs and joints beyond what the builtin route can separate.
 MAX_SLICE_MM = 5.0
+#: Said with every measurement made on the builtin segmentation until it is validated on real CT.
+BUILTIN_FINDINGS_WARNING = (
+    "measurements come from the builtin segmentation, whose vertebra boundaries on real CT agree "
+    "with TotalSegmentator only to a median Dice of 0.74 (chest CT, benchmarks/bench_segment.py): "
+    "slips, disc heights and canal figures are unconfirmed until checked on the images or "
+    "remeasured on a validated segmentation (--backend labelmap)")
 #: HU above which a voxel is metal (cortical bone stays below ~2000 HU).
 METAL_HU = 2500.0
 
@@ -218,3 +224,29 @@ def run_totalsegmentator(ct: Volume) -> Volume:
             raise SpinenavError(f"TotalSegmentator failed (exit {proc.returncode}): {tail[0]}")
         labels = read_volume(out)
     return labels.with_array(labels.array.astype(np.uint8), is_label=True, modality="SEG")
+
+
+def measure_segmentation(ct: Volume, seg: SpineSegmentation, *,
+                         progress: Callable[[str, float], None] | None = None):
+    """Landmarks, measurements and flags of a segmentation: the :class:`SpineModel`, carrying
+    each name's confidence, evidence and alternatives and every warning."""
+    from spinenav.anatomy.measure import measure_spine
+    from spinenav.anatomy.model import Backend, LevelAlternative, LevelLabel
+
+    named = [(i, v) for i, v in enumerate(seg.vertebrae) if v.voxels > 0]
+    names = {v.label_id: (v.name or f"unnamed_{i + 1}") for i, v in named}
+    level_labels = {}
+    for i, v in named:
+        alts = [LevelAlternative(name=alt[i], confidence=min(seg.naming.confidence, 0.5))
+                for alt in seg.naming.alternatives if alt[i] is not None and alt[i] != v.name]
+        level_labels[v.label_id] = LevelLabel(confidence=round(v.confidence, 3),
+                                              evidence=list(seg.naming.evidence) + v.flags,
+                                              ambiguous=seg.naming.ambiguous or v.name is None,
+                                              alternatives=alts)
+    parameters = {k: v for k, v in seg.parameters.items() if v is not None}
+    warnings = list(seg.warnings)
+    if seg.backend == "builtin":
+        warnings.append(BUILTIN_FINDINGS_WARNING)
+    return measure_spine(ct, seg.labels, names=names,
+                         backend=Backend(name=seg.backend, parameters=parameters),
+                         level_labels=level_labels, warnings=warnings, progress=progress)

@@ -250,6 +250,126 @@ def phantom(
         out.print(f"{name}: {path}", highlight=False)
 
 
+# ------------------------------------------------------------------------------------ anatomy
+def _parse_level_at(text: str | None) -> tuple[float, str] | None:
+    if text is None:
+        return None
+    z, sep, level = text.partition(",")
+    try:
+        if not sep:
+            raise ValueError
+        return float(z), level.strip()
+    except ValueError:
+        raise SpinenavError(f"--level-at: expected Z_MM,LEVEL (e.g. -120.5,L3), got {text!r}") from None
+
+
+def _segment_and_measure(ct_path: Path, *, backend: str, labelmap: Path | None, mapping: Path | None,
+                         lowest_level: str | None, level_at: str | None) -> tuple[Any, Any, Any]:
+    from spinenav.anatomy.segment import measure_segmentation, segment_spine
+    from spinenav.imaging import read_volume
+
+    with _progress() as bar:
+        task = bar.add_task(f"reading {ct_path.name}", total=1.0)
+        ct = read_volume(ct_path)
+        bar.update(task, description="segmenting", completed=0.0)
+        seg = segment_spine(ct, backend=backend, labelmap=labelmap, mapping=mapping,
+                            lowest_level=lowest_level, level_at=_parse_level_at(level_at),
+                            progress=lambda step, frac: bar.update(task, completed=0.6 * frac,
+                                                                   description=f"segmenting: {step}"))
+        model = measure_segmentation(ct, seg, progress=lambda step, frac: bar.update(
+            task, completed=0.6 + 0.4 * frac, description=f"measuring: {step}"))
+    return ct, seg, model
+
+
+def _print_levels(seg: Any) -> None:
+    table = Table(title="vertebrae (caudal to cranial)", title_justify="left")
+    for col in ("level", "label id", "confidence", "notes"):
+        table.add_column(col)
+    for v in seg.vertebrae:
+        table.add_row(str(v.name or "?"), str(v.label_id), f"{v.confidence:.2f}", "; ".join(v.flags))
+    out.print(table)
+    tone = "yellow" if seg.naming.ambiguous else "green"
+    out.print(f"[{tone}]levels:[/] {seg.naming.reason} (confidence {seg.naming.confidence:.2f})",
+              highlight=False)
+    for line in seg.naming.evidence:
+        out.print(f"  - {line}", highlight=False)
+
+
+BackendOption = Annotated[str, typer.Option(help="builtin (CT only, offline), labelmap, or totalsegmentator.")]
+LabelmapOption = Annotated[Optional[Path], typer.Option(help="--backend labelmap: a label map file or a TotalSegmentator folder.")]
+MappingOption = Annotated[Optional[Path], typer.Option(help="--backend labelmap: a JSON/CSV file mapping your ids to levels.")]
+LowestOption = Annotated[Optional[str], typer.Option(help="Override: the lowest mobile vertebra is this level (e.g. L5).")]
+LevelAtOption = Annotated[Optional[str], typer.Option(help="Override: Z_MM,LEVEL - the vertebra at LPS z is this level.")]
+
+
+@app.command()
+def segment(
+    ct: Annotated[Path, typer.Argument(help="CT: a DICOM series folder, .nii/.nii.gz, .nrrd or .mha.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (written all or nothing).")],
+    backend: BackendOption = "builtin",
+    labelmap: LabelmapOption = None,
+    mapping: MappingOption = None,
+    lowest_level: LowestOption = None,
+    level_at: LevelAtOption = None,
+    label_ids: Annotated[str, typer.Option(help="Ids in labels.nii.gz: totalsegmentator or verse.")] = "totalsegmentator",
+    meshes: Annotated[bool, typer.Option(help="Write one STL mesh per vertebra.")] = True,
+) -> None:
+    """Find, name and measure every vertebra of a CT.
+
+    Writes labels.nii.gz, spine.json, landmarks.mrk.json (3D Slicer, LPS), measurements.csv and
+    .md, overview.png and meshes/<level>.stl into the output folder.
+    """
+    from spinenav.anatomy.export import write_anatomy
+
+    with _handled():
+        if label_ids not in ("totalsegmentator", "verse"):
+            raise SpinenavError(f"--label-ids: expected totalsegmentator or verse, got {label_ids!r}")
+        ct_vol, seg, model = _segment_and_measure(ct, backend=backend, labelmap=labelmap, mapping=mapping,
+                                                  lowest_level=lowest_level, level_at=level_at)
+        paths = write_anatomy(out_dir, ct_vol, seg.labels, model, label_ids=label_ids,  # type: ignore[arg-type]
+                              meshes=meshes)
+    _print_levels(seg)
+    for flag in model.flags:
+        out.print(f"[yellow]flag[/] {flag.level}: {flag.message}", highlight=False)
+    for line in model.warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False)
+    out.print(f"written to {out_dir}: " + ", ".join(sorted({p.name for k, p in paths.items()
+                                                             if not k.startswith("mesh:")})),
+              highlight=False)
+
+
+@app.command()
+def measure(
+    source: Annotated[Path, typer.Argument(help="A CT (file or DICOM folder), or a folder written by 'spinenav segment'.")],
+    backend: BackendOption = "builtin",
+    labelmap: LabelmapOption = None,
+    mapping: MappingOption = None,
+    lowest_level: LowestOption = None,
+    level_at: LevelAtOption = None,
+) -> None:
+    """Print the measurements and flags per level (canal, discs, slip, lordosis, pedicles).
+
+    From a 'spinenav segment' folder the stored spine.json is read; from a CT the vertebrae
+    are segmented first (nothing is written).
+    """
+    from spinenav.anatomy.export import measurements_markdown
+    from spinenav.anatomy.model import load_spine_model
+
+    with _handled():
+        if source.is_dir() and (source / "spine.json").is_file():
+            model = load_spine_model(source / "spine.json")
+        else:
+            _, seg, model = _segment_and_measure(source, backend=backend, labelmap=labelmap,
+                                                 mapping=mapping, lowest_level=lowest_level,
+                                                 level_at=level_at)
+            _print_levels(seg)
+    out.print(measurements_markdown(model), highlight=False, markup=False)
+    for flag in model.flags:
+        out.print(f"flag {flag.level}: {flag.message}", highlight=False, markup=False)
+    for line in model.warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+
 # ------------------------------------------------------------------------------------ demo
 @app.command()
 def demo(
