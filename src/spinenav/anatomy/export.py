@@ -39,6 +39,7 @@ from spinenav.atomic import atomic_output, write_json_atomic, write_text_atomic 
 from spinenav.imaging.io import write_nifti  # noqa: E402
 from spinenav.imaging.resample import WINDOWS_HU, window  # noqa: E402
 from spinenav.imaging.volume import Volume  # noqa: E402
+from spinenav.plotting import label_edges, save_figure  # noqa: E402
 
 SLICER_MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                          "Resources/Schema/markups-schema-v1.0.0.json#")
@@ -329,16 +330,9 @@ def overview_png(ct: Volume, labels: Volume, model: SpineModel, path: str | os.P
             ax.text(pick(c), c[2], nm, color="yellow", fontsize=10, fontweight="bold", ha="center", va="center")
         ax.set_title(name, color="white")
         ax.set_axis_off()
-        for text, xy in ((left, (0.01, 0.5)), (right, (0.97, 0.5)), ("S", (0.5, 0.97)), ("I", (0.5, 0.01))):
-            ax.text(*xy, text, color="cyan", fontsize=14, fontweight="bold", transform=ax.transAxes,
-                    ha="left" if xy[0] < 0.5 else "right" if xy[0] > 0.5 else "center")
+        label_edges(ax, left, right, "S", "I", colour="cyan", fontsize=14)
     fig.suptitle(title or "spinenav anatomy: levels", color="white")
-    fig.tight_layout()
-    out = Path(path)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=80, facecolor="black")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=80)
 
 
 # ----------------------------------------------------------------------------- everything

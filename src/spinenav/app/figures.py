@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from spinenav.atomic import atomic_output  # noqa: E402
 from spinenav.imaging.resample import (  # noqa: E402
     WINDOWS_HU,
     reorient_to_lps,
@@ -26,6 +25,7 @@ from spinenav.imaging.resample import (  # noqa: E402
     window,
 )
 from spinenav.imaging.volume import Volume  # noqa: E402
+from spinenav.plotting import label_edges, save_figure  # noqa: E402
 
 
 def _to_lps_grid(volume: Volume) -> Volume:
@@ -77,14 +77,8 @@ def orthogonal_views_png(ct: Volume, path: str | os.PathLike[str], *, labels: Vo
                       alpha=0.35, aspect=aspect, origin=origin, interpolation="nearest")
         ax.set_title(name, color="white")
         ax.set_axis_off()
-        for text, xy in ((left, (0.01, 0.5)), (right, (0.97, 0.5)), (top, (0.5, 0.96)), (bottom, (0.5, 0.01))):
-            ax.text(*xy, text, color="yellow", fontsize=13, fontweight="bold",
-                    transform=ax.transAxes, ha="left" if xy[0] < 0.5 else "right" if xy[0] > 0.5 else "center")
+        label_edges(ax, left, right, top, bottom)
     if title:
         fig.suptitle(title, color="white")
-    fig.tight_layout()
-    out = Path(path)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=90, facecolor="black")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=90)
+
