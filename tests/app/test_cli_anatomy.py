@@ -65,3 +65,21 @@ def test_bad_input_exits_2_and_writes_nothing(phantom_ct: Path, tmp_path: Path, 
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert expected in result.stderr
     assert not out.exists()
+
+
+def test_labelmap_backend_keeps_input_paths_out_of_the_outputs(phantom_ct: Path, tmp_path: Path):
+    from spinenav.imaging import read_volume
+
+    patient_dir = tmp_path / "Doe_Jane_1970"  # a folder named after a patient
+    patient_dir.mkdir()
+    ct = read_volume(phantom_ct)
+    ph_labels = generate_phantom(PhantomParams(levels=("L2", "S1"), spacing_mm=1.0, seed=5)).labels
+    labelmap = write_nifti(ph_labels, patient_dir / "seg.nii.gz")
+    out = tmp_path / "anatomy"
+    result = runner.invoke(app, ["segment", str(phantom_ct), "--out", str(out), "--backend",
+                                 "labelmap", "--labelmap", str(labelmap), "--no-meshes"])
+    assert result.exit_code == 0, result.output
+    for f in out.iterdir():
+        if f.suffix in (".json", ".csv", ".md"):
+            assert "Doe_Jane" not in f.read_text(), f.name
+    assert ct.shape == ph_labels.shape

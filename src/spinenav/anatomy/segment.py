@@ -126,7 +126,9 @@ def segment_spine(ct: Volume, *, backend: str = "builtin", labelmap: str | os.Pa
                                   parameters={"labelmap": Path(labelmap).name,
                                               "mapping": Path(mapping).name if mapping else None,
                                               **imported.parameters},
-                                  warnings=imported.warnings)
+                                  # a folder path may carry a patient's name: keep the file name only
+                                  warnings=[w.replace(str(labelmap), Path(labelmap).name)
+                                            for w in imported.warnings])
     if backend == "totalsegmentator":
         from spinenav.anatomy.labelmap import import_label_map
 
