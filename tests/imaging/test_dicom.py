@@ -516,3 +516,27 @@ def test_progress_is_reported_and_monotonic(series: Path) -> None:
     done = [c[0] for c in calls]
     assert done == sorted(done) and calls[-1] == (16, 16)
     assert all(d <= t for d, t in calls)
+
+
+def test_no_identifier_reaches_the_volume(tmp_path, abdomen_series_dir):
+    """A folder named after the patient and a free-text description naming them: neither may
+    enter the Volume's meta (which can travel into files)."""
+    import shutil
+
+    import pydicom
+
+    folder = tmp_path / "DOE_JANE_19700101"
+    shutil.copytree(abdomen_series_dir, folder)
+    files = sorted(folder.iterdir())
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = "CT Doe^Jane abdomen"
+        ds.PatientName = "Doe^Jane"
+        ds.save_as(f)
+    files[0].unlink()  # a warning-free series would not exercise the notes: drop an end slice
+    (folder / "notes.txt").write_text("not dicom")
+    with pytest.warns(Warning):
+        volume = read_dicom_series(folder)
+    text = repr(volume.meta)
+    assert "Doe" not in text and "DOE" not in text and "JANE" not in text
+    assert any("the series folder" in n for n in volume.meta["reader_notes"])

@@ -282,3 +282,23 @@ def test_chest_ct_geometry_matches_readme_and_simpleitk(chest_ct_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_ct_intensities(v) == []
+
+
+def test_resampling_an_oblique_volume_onto_itself_keeps_its_border():
+    """Rounding put the outermost voxel centres ~1e-14 voxel outside the source: they must keep
+    their values (a volume covers its voxels edge to edge), not become fill."""
+    affine = from_matvec(Rotation.from_euler("xyz", [20, -10, 35], degrees=True).as_matrix()
+                         * [0.8, 0.9, 1.2], [5, -3, 10])
+    v = Volume(np.full((20, 22, 18), -1000, np.int16), affine)
+    assert np.array_equal(resample_like(v, v).array, v.array)
+    assert np.array_equal(resample_to_spacing(v, v.spacing_mm).array, v.array)
+    far = resample_to_grid(v, (4, 4, 4), from_matvec(np.eye(3), [500.0, 500.0, 500.0]))
+    assert np.all(far.array == -1024)  # truly outside: air
+
+
+@pytest.mark.parametrize("name", ["UP.NII.GZ", "UP.MHA"])
+def test_upper_case_extensions_write_atomically(tmp_path, name):
+    v = _landmark_volume(np.eye(4), (2, 2, 2))
+    (write_nifti if "NII" in name else write_nrrd)(v, tmp_path / name)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert read_volume(tmp_path / name).shape == SHAPE

@@ -17,9 +17,7 @@ import csv
 import io
 import json
 import os
-import shutil
 import struct
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -35,7 +33,7 @@ from scipy import ndimage  # noqa: E402
 
 from spinenav.anatomy.labels import to_verse  # noqa: E402
 from spinenav.anatomy.model import SpineModel  # noqa: E402
-from spinenav.atomic import atomic_output, write_json_atomic, write_text_atomic  # noqa: E402
+from spinenav.atomic import atomic_folder, atomic_output, write_json_atomic, write_text_atomic  # noqa: E402
 from spinenav.imaging.io import write_nifti  # noqa: E402
 from spinenav.imaging.resample import WINDOWS_HU, window  # noqa: E402
 from spinenav.imaging.volume import Volume  # noqa: E402
@@ -350,11 +348,8 @@ def write_anatomy(out_dir: str | os.PathLike[str], ct: Volume, labels: Volume, m
         Key -> final path ("labels", "spine", "markups", "csv", "markdown", "png", "mesh:L4", ...).
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    tmp.mkdir()
     paths: dict[str, Path] = {}
-    try:
+    with atomic_folder(out) as tmp:
         paths["labels"] = write_label_map(labels, tmp / "labels.nii.gz", ids=label_ids)
         paths["spine"] = write_spine_json(model, tmp / "spine.json")
         paths["markups"] = write_markups(model, tmp / "landmarks.mrk.json")
@@ -366,16 +361,6 @@ def write_anatomy(out_dir: str | os.PathLike[str], ct: Volume, labels: Volume, m
             for v in model.vertebrae:
                 verts, faces = vertebra_mesh(labels, v.label_id, smooth_mm=mesh_smooth_mm)
                 paths[f"mesh:{v.name}"] = write_stl(verts, faces, tmp / "meshes" / f"{v.name}.stl", name=v.name)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {k: out / p.relative_to(tmp) for k, p in paths.items()}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pydantic
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -52,21 +53,25 @@ def _handled(*, strict: bool = False) -> Iterator[list[str]]:
         try:
             yield collected
         except SpinenavWarning as exc:  # strict mode
-            err.print(f"[bold red]error[/] (strict): {exc}", highlight=False)
+            err.print(f"[bold red]error[/] (strict): {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except SpinenavError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except OSError as exc:  # an output path that is a file, a full disk, no permission
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            err.print(f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except pydantic.ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
                                  for e in exc.errors())
-            err.print(f"[bold red]error:[/] invalid parameters: {problems}", highlight=False)
+            err.print(f"[bold red]error:[/] invalid parameters: {escape(problems)}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         finally:
             for w in caught:
                 if issubclass(w.category, SpinenavWarning):
                     collected.append(str(w.message))
-                    err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+                    err.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
 
 
 def _progress() -> Progress:
@@ -109,8 +114,7 @@ def volume_summary(volume: Any) -> dict[str, Any]:
         "dtype": str(volume.array.dtype),
         "value_range": [lo, hi],
         "units": volume.meta.get("units", "HU"),
-        "series": {k: volume.meta[k] for k in ("series_number", "series_description",
-                                               "manufacturer", "kvp_kv", "convolution_kernel",
+        "series": {k: volume.meta[k] for k in ("series_number", "manufacturer", "kvp_kv", "convolution_kernel",
                                                "slice_thickness_mm", "patient_position",
                                                "gantry_tilt_deg") if k in volume.meta},
         "notes": list(volume.meta.get("reader_notes", ())) + _padding_note(volume),
@@ -149,7 +153,7 @@ def info(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    table = Table(title=f"{ct.name}", show_header=False, title_justify="left")
+    table = Table(title=escape(ct.name), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in summary.items():
@@ -158,11 +162,11 @@ def info(
         text = (", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
                 else " x ".join(str(v) for v in value) if key in ("shape", "spacing_mm", "extent_mm")
                 else str(value))
-        table.add_row(key, text)
+        table.add_row(key, escape(text))
     out.print(table)
     for key in ("notes", "doubts"):
         for line in summary[key]:
-            out.print(f"[yellow]{key[:-1]}:[/] {line}", highlight=False)
+            out.print(f"[yellow]{key[:-1]}:[/] {escape(line)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------ phantom
@@ -247,7 +251,7 @@ def phantom(
         paths = write_phantom(ph, out_dir)
     err.print(f"phantom generated in {time.perf_counter() - started:.1f} s", highlight=False)
     for name, path in paths.items():
-        out.print(f"{name}: {path}", highlight=False)
+        out.print(f"{name}: {path}", highlight=False, markup=False)
 
 
 # ------------------------------------------------------------------------------------ anatomy
@@ -286,13 +290,13 @@ def _print_levels(seg: Any) -> None:
     for col in ("level", "label id", "confidence", "notes"):
         table.add_column(col)
     for v in seg.vertebrae:
-        table.add_row(str(v.name or "?"), str(v.label_id), f"{v.confidence:.2f}", "; ".join(v.flags))
+        table.add_row(str(v.name or "?"), str(v.label_id), f"{v.confidence:.2f}", escape("; ".join(v.flags)))
     out.print(table)
     tone = "yellow" if seg.naming.ambiguous else "green"
     out.print(f"[{tone}]levels:[/] {seg.naming.reason} (confidence {seg.naming.confidence:.2f})",
               highlight=False)
     for line in seg.naming.evidence:
-        out.print(f"  - {line}", highlight=False)
+        out.print(f"  - {escape(line)}", highlight=False)
 
 
 BackendOption = Annotated[str, typer.Option(help="builtin (CT only, offline), labelmap, or totalsegmentator.")]
@@ -330,12 +334,12 @@ def segment(
                               meshes=meshes)
     _print_levels(seg)
     for flag in model.flags:
-        out.print(f"[yellow]flag[/] {flag.level}: {flag.message}", highlight=False)
+        out.print(f"[yellow]flag[/] {escape(f'{flag.level}: {flag.message}')}", highlight=False)
     for line in model.warnings:
-        err.print(f"[yellow]warning:[/] {line}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     out.print(f"written to {out_dir}: " + ", ".join(sorted({p.name for k, p in paths.items()
                                                              if not k.startswith("mesh:")})),
-              highlight=False)
+              highlight=False, markup=False)
 
 
 @app.command()
@@ -367,7 +371,7 @@ def measure(
     for flag in model.flags:
         out.print(f"flag {flag.level}: {flag.message}", highlight=False, markup=False)
     for line in model.warnings:
-        err.print(f"[yellow]warning:[/] {line}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------ demo
@@ -397,7 +401,7 @@ def demo(
                                         centre_world_mm=np.asarray(l4.centre_world_mm),
                                         title="spinenav phantom T10-S1 (CT, bone window)")
     for name, path in {**paths, "views": views, "views_ct": views_ct}.items():
-        out.print(f"{name}: {path}", highlight=False)
+        out.print(f"{name}: {path}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from spinenav.atomic import atomic_folder
 from spinenav.imaging.volume import Volume
 
 #: Salt for the UID hash. Keep it to get the same new UIDs across runs (so series exported on
@@ -396,21 +396,9 @@ def write_dicom_series(
     datasets = _slice_datasets(volume, pixels, slope, intercept,
                                series_description=series_description,
                                series_number=int(series_number))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-    try:
-        tmp.mkdir()
+    with atomic_folder(target) as tmp:  # an existing folder is empty, or `overwrite` allowed it
         for k, ds in enumerate(datasets):
             pydicom.dcmwrite(tmp / f"slice_{k + 1:04d}.dcm", ds, enforce_file_format=True)
-        if target.exists():
-            target.rename(old)  # empty, or `overwrite` allowed it
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if old.exists():
-            shutil.rmtree(old)
     return target
 
 

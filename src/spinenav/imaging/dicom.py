@@ -322,7 +322,15 @@ def _read(folder: Path, *, series_uid: str | None, allow_gaps: bool,
             f"resampled the sheared grid onto an orthogonal one, shape {before} -> {volume.shape}")
     issues.note(f"sorted {len(geometry.files)} slices along the slice normal "
                 f"(k increases towards {_axis_letter(geometry.normal)})")
-    return volume.with_meta(gantry_tilt_deg=geometry.tilt_deg, reader_notes=tuple(issues.notes))
+    # notes travel with the Volume (and may reach files): the folder's path can carry a
+    # patient's name, so it is named generically there; printed warnings keep the full path
+    folder_names = {str(folder), str(Path(folder).resolve())}
+    notes = []
+    for note in issues.notes:
+        for name in sorted(folder_names, key=len, reverse=True):
+            note = note.replace(name, "the series folder")
+        notes.append(note)
+    return volume.with_meta(gantry_tilt_deg=geometry.tilt_deg, reader_notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------- scanning
@@ -941,9 +949,8 @@ def _meta(ds: Dataset) -> dict[str, Any]:
         number = _int_or(ds.get("SeriesNumber"), None)
         if number is not None:
             meta["series_number"] = number
-        for keyword, key in (("SeriesDescription", "series_description"),
-                             ("Manufacturer", "manufacturer"),
-                             ("PatientPosition", "patient_position")):
+        # SeriesDescription is free text the Basic Profile removes: it stays out of the Volume
+        for keyword, key in (("Manufacturer", "manufacturer"), ("PatientPosition", "patient_position")):
             text = str(ds.get(keyword, "") or "").strip()
             if text:
                 meta[key] = text

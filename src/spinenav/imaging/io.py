@@ -107,14 +107,23 @@ def _read_nifti(path: Path) -> Volume:
     sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
     if sform_code == 0 and qform_code == 0:
         msg = (f"{path.name}: the NIfTI header has neither sform nor qform, so the patient "
-               "orientation is unknown; assumed RAS axes with the stored voxel size")
+               "orientation is unknown; assumed the old Analyze convention (i towards the "
+               "patient's right, centred origin): left and right may be swapped")
         warnings.warn(msg, SpinenavWarning, stacklevel=3)
         notes.append(msg)
+    if np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
+        raise ImageReadError(f"{path}: voxels are {data.dtype}, not real numbers: not a CT")
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise ImageReadError(f"{path}: {int(np.count_nonzero(~np.isfinite(data)))} voxels are NaN "
+                             "or infinite: the file is damaged or not an image in HU")
     affine = T_LPS_FROM_RAS @ img.affine
     data = _integral_to_int(data)
-    return Volume(data, affine, modality="CT",
-                  meta={"source_format": "nifti", "modality_source": "assumed",
-                        "units": "HU", "reader_notes": tuple(notes)})
+    try:
+        return Volume(data, affine, modality="CT",
+                      meta={"source_format": "nifti", "modality_source": "assumed",
+                            "units": "HU", "reader_notes": tuple(notes)})
+    except ValueError as exc:  # a zero voxel size, a NaN affine
+        raise ImageReadError(f"{path}: unusable geometry in the header ({exc})") from exc
 
 
 def _integral_to_int(data: np.ndarray) -> np.ndarray:
@@ -128,15 +137,18 @@ def _integral_to_int(data: np.ndarray) -> np.ndarray:
 
 
 def _read_itk(path: Path, fmt: str) -> Volume:
-    try:
-        img = sitk.ReadImage(str(path))
+    try:  # name the reader: ITK picks it by a case-sensitive extension (".MHA" is not known)
+        img = sitk.ReadImage(str(path), imageIO="NrrdImageIO" if fmt == "nrrd" else "MetaImageIO")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise ImageReadError(f"{path}: cannot read as {fmt.upper()} ({first})") from exc
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(f"{path}: expected a 3D scalar volume, got {img.GetDimension()}D "
                              f"with {img.GetNumberOfComponentsPerPixel()} components")
-    return volume_from_sitk(img, source_format=fmt)
+    try:
+        return volume_from_sitk(img, source_format=fmt)
+    except ValueError as exc:
+        raise ImageReadError(f"{path}: unusable geometry in the header ({exc})") from exc
 
 
 def volume_from_sitk(img: sitk.Image, *, source_format: str = "sitk", is_label: bool = False) -> Volume:

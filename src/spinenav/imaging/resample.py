@@ -50,16 +50,33 @@ def resample_to_grid(volume: Volume, shape: tuple[int, int, int], affine: ArrayL
     T_src_index_from_dst_index = np.linalg.inv(volume.affine) @ target_affine
     src = volume.array
     work_dtype = src.dtype if volume.is_label else np.float32
+    M, offset = T_src_index_from_dst_index[:3, :3], T_src_index_from_dst_index[:3, 3]
+    # A volume covers its voxels edge to edge: samples up to half a voxel beyond the outermost
+    # centres take the edge value ("nearest"); only those further out get the fill value.
     out = ndimage.affine_transform(
-        src if volume.is_label else src.astype(np.float32, copy=False),
-        T_src_index_from_dst_index[:3, :3], offset=T_src_index_from_dst_index[:3, 3],
-        output_shape=shape, output=work_dtype, order=order, mode="constant", cval=fill,
-        prefilter=order > 1)
+        src if volume.is_label else src.astype(np.float32, copy=False), M, offset=offset,
+        output_shape=shape, output=work_dtype, order=order, mode="nearest", prefilter=order > 1)
+    _fill_outside(out, M, offset, np.array(src.shape), fill)
     if not volume.is_label and np.issubdtype(src.dtype, np.integer):
         info = np.iinfo(src.dtype)
         out = np.clip(np.rint(out), info.min, info.max).astype(src.dtype)
     return Volume(out, target_affine, modality=volume.modality, is_label=volume.is_label,
                   meta=volume.meta)
+
+
+def _fill_outside(out: np.ndarray, M: NDArray[np.float64], offset: NDArray[np.float64],
+                  src_shape: NDArray[np.int64], fill: float) -> None:
+    """Set `fill` where the source index (M @ dst_index + offset) lies more than half a voxel
+    outside the source grid; slice by slice along k to keep memory small."""
+    ni, nj, nk = out.shape
+    ii, jj = np.meshgrid(np.arange(ni, dtype=np.float64), np.arange(nj, dtype=np.float64), indexing="ij")
+    base = M[:, 0, None, None] * ii + M[:, 1, None, None] * jj + offset[:, None, None]  # (3, ni, nj)
+    lo, hi = -0.5 - 1e-6, src_shape - 0.5 + 1e-6
+    for k in range(nk):
+        src = base + M[:, 2, None, None] * k
+        outside = np.any((src < lo) | (src > hi[:, None, None]), axis=0)
+        if outside.any():
+            out[:, :, k][outside] = fill
 
 
 def resample_like(volume: Volume, reference: Volume, *, order: int | None = None) -> Volume:

@@ -30,7 +30,6 @@ ALLOWED_META_KEYS = frozenset(
         "source_format",  # "dicom", "nifti", "nrrd", "mha", "phantom", ...
         "modality_source",  # "dicom" (read from the header) or "assumed" (format has none)
         "series_number",
-        "series_description",
         "manufacturer",
         "kvp_kv",
         "convolution_kernel",

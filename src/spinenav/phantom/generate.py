@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinenav.atomic import write_json_atomic
+from spinenav.atomic import atomic_folder, write_json_atomic
 from spinenav.errors import SpinenavError
 from spinenav.imaging.io import write_nifti
 from spinenav.imaging.volume import Volume
@@ -174,12 +174,12 @@ def generate_phantom(params: PhantomParams, *, progress: Progress | None = None)
 
 
 def write_phantom(phantom: Phantom, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``ct.nii.gz``, ``labels.nii.gz`` and ``truth.json`` into `out_dir` (created if
-    needed), each atomically. Returns their paths by key ("ct", "labels", "truth")."""
+    """Write ``ct.nii.gz``, ``labels.nii.gz`` and ``truth.json`` into `out_dir`, all or nothing
+    (the folder is replaced as a whole). Returns their paths by key ("ct", "labels", "truth")."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"ct": out / "ct.nii.gz", "labels": out / "labels.nii.gz", "truth": out / "truth.json"}
-    write_nifti(phantom.ct, paths["ct"])
-    write_nifti(phantom.labels, paths["labels"])
-    write_json_atomic(paths["truth"], phantom.truth.to_json_dict())
-    return paths
+    names = {"ct": "ct.nii.gz", "labels": "labels.nii.gz", "truth": "truth.json"}
+    with atomic_folder(out) as tmp:
+        write_nifti(phantom.ct, tmp / names["ct"])
+        write_nifti(phantom.labels, tmp / names["labels"])
+        write_json_atomic(tmp / names["truth"], phantom.truth.to_json_dict())
+    return {k: out / n for k, n in names.items()}
