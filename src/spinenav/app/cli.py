@@ -118,7 +118,7 @@ def volume_summary(volume: Any) -> dict[str, Any]:
                                                "slice_thickness_mm", "patient_position",
                                                "gantry_tilt_deg") if k in volume.meta},
         "notes": list(volume.meta.get("reader_notes", ())) + _padding_note(volume),
-        "doubts": [] if volume.meta.get("modality_source") == "dicom" else check_ct_intensities(volume),
+        "doubts": check_ct_intensities(volume),  # DICOM too: an odd RescaleSlope shows here
     }
 
 
