@@ -40,6 +40,9 @@ def test_segment_writes_every_output_and_names_levels(segmented):
     names = [v["name"] for v in spine["vertebrae"]]
     assert {"L3", "L4", "L5"} <= set(names)
     assert any("builtin segmentation" in w for w in spine["warnings"])  # findings unconfirmed
+    partial = [v["name"] for v in spine["vertebrae"] if "partly outside" in " ".join(v["label"]["evidence"])]
+    assert partial  # the phantom's top and bottom are cut by its field of view
+    assert not any(f["level"] in partial for f in spine["flags"])  # a half canal is no stenosis
     markups = json.loads((out / "landmarks.mrk.json").read_text())
     assert markups["markups"][0]["coordinateSystem"] == "LPS"
     assert "L4" in result.stdout and "sacrum" in result.stdout
@@ -50,6 +53,9 @@ def test_measure_reads_a_segment_folder(segmented):
     result = runner.invoke(app, ["measure", str(out)])
     assert result.exit_code == 0, result.output
     assert "| L4 |" in result.stdout and "canal AP" in result.stdout
+    # the sacrum is cut by the field of view (confidence < 0.5): its numbers are not shown
+    sacrum_rows = [line for line in result.stdout.splitlines() if line.startswith("| sacrum |")]
+    assert sacrum_rows and "doubtful: values not shown" in sacrum_rows[0]
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -183,6 +183,10 @@ _COLUMNS = [
 ]
 
 
+#: Below this confidence a measurement is not shown in the human-readable table.
+DOUBTFUL_CONFIDENCE = 0.5
+
+
 def measurement_rows(model: SpineModel) -> list[dict[str, object]]:
     """One row per vertebra, then its disc below, cranial first."""
     rows: list[dict[str, object]] = []
@@ -240,8 +244,20 @@ def measurements_markdown(model: SpineModel) -> str:
     used = [(k, t) for k, t in _COLUMNS if any(r.get(k) not in (None, "") for r in rows)]
     lines = ["| " + " | ".join(t for _, t in used) + " |", "|" + "|".join("---" for _ in used) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k)) for k, _ in used) + " |")
+        doubtful = isinstance(r.get("confidence"), float) and r["confidence"] < DOUBTFUL_CONFIDENCE
+        cells = []
+        for k, _ in used:
+            if doubtful and k not in ("level", "kind", "confidence", "flags") and r.get(k) not in (None, ""):
+                cells.append("—")  # a number this unsure is not shown to a reader
+            elif doubtful and k == "flags":
+                cells.append("; ".join(x for x in (str(r.get(k) or ""), "doubtful: values not shown") if x))
+            else:
+                cells.append(_fmt(r.get(k)))
+        lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
+    if any(isinstance(r.get("confidence"), float) and r["confidence"] < DOUBTFUL_CONFIDENCE for r in rows):
+        out += (f"\n— : confidence below {DOUBTFUL_CONFIDENCE}; the values are in measurements.csv and "
+                "spine.json with their confidence, but should not be read without checking the images.\n")
     if model.flags:
         out += "\n**Findings** (radiological, with their sources in docs/clinical-reference.md)\n\n"
         out += "\n".join(f"- {f.message} [{f.source}]" if f.source else f"- {f.message}" for f in model.flags) + "\n"

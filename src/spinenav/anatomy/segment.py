@@ -249,6 +249,32 @@ def measure_segmentation(ct: Volume, seg: SpineSegmentation, *,
     warnings = list(seg.warnings)
     if seg.backend == "builtin":
         warnings.append(BUILTIN_FINDINGS_WARNING)
-    return measure_spine(ct, seg.labels, names=names,
-                         backend=Backend(name=seg.backend, parameters=parameters),
-                         level_labels=level_labels, warnings=warnings, progress=progress)
+    model = measure_spine(ct, seg.labels, names=names,
+                          backend=Backend(name=seg.backend, parameters=parameters),
+                          level_labels=level_labels, warnings=warnings, progress=progress)
+    return _withhold_partial_findings(model, {names[v.label_id] for _, v in named if v.partial})
+
+
+def _withhold_partial_findings(model, partial_levels: set[str]):
+    """A vertebra cut by the field of view has incomplete geometry (a half canal reads as
+    stenosis): its findings, and those of the discs next to it, become warnings saying so."""
+    if not partial_levels:
+        return model
+    withheld = []
+    for v in model.vertebrae:
+        if v.name in partial_levels and v.flags:
+            withheld += v.flags
+            v.flags = []
+    for d in model.discs:
+        if (d.upper in partial_levels or d.lower in partial_levels) and d.findings:
+            withheld += d.findings
+            d.findings = []
+    if withheld:
+        ids = {id(f) for f in withheld}
+        model.flags = [f for f in model.flags if id(f) not in ids and
+                       not any(f.model_dump() == w.model_dump() for w in withheld)]
+        model.warnings = list(model.warnings) + [
+            f"not reported as a finding (measured on or next to a vertebra partly outside the field "
+            f"of view): {f.message}"
+            for f in withheld]
+    return model

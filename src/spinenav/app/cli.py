@@ -367,7 +367,7 @@ def measure(
                                                  mapping=mapping, lowest_level=lowest_level,
                                                  level_at=level_at)
             _print_levels(seg)
-    out.print(measurements_markdown(model), highlight=False, markup=False)
+    out.print(measurements_markdown(model), highlight=False, markup=False, soft_wrap=True)  # a table: never wrap
     for flag in model.flags:
         out.print(f"flag {flag.level}: {flag.message}", highlight=False, markup=False)
     for line in model.warnings:
