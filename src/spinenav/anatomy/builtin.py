@@ -71,6 +71,9 @@ PEDICLE_HU = 200.0
 #: Lateral (|u|), anterior (v) and posterior (-v) distance beyond which bone is not spine, mm.
 OTHER_BONE_LATERAL_MM, OTHER_BONE_ANTERIOR_MM, OTHER_BONE_POSTERIOR_MM = 55.0, 75.0, 60.0
 WORK_SPACING_MM = 1.0
+#: Voxels this close to the canal's centre line and darker than bone are canal contents
+#: (the lumbar canal is ~15.6 mm AP [COOK21], its dural sac narrower).
+CANAL_ZONE_MM = 7.0
 #: A rib: bone that is not spine, reaches this far from the canal (mm) and is thin (largest
 #: distance from its surface inward, mm); the lowest thoracic ribs (T12) reach ~70-100 mm.
 RIB_REACH_MM = 65.0
@@ -383,6 +386,12 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     report("bone mask", 0.3)
     sm = ndi.gaussian_filter(a, 0.6)
     sm1 = ndi.gaussian_filter(a, 1.0)
+    # the canal's contents, for every voxel: within 7 mm of the traced centre line and darker
+    # than bone; no hole filling may add them to a vertebra
+    centre_line = np.zeros(shape, bool)
+    cidx = np.clip(np.round(cz).astype(int), 0, np.array(shape) - 1)
+    centre_line[cidx[inside_z, 0], cidx[inside_z, 1], cidx[inside_z, 2]] = True
+    canal_zone_img = (ndi.distance_transform_edt(~centre_line) < CANAL_ZONE_MM) & (sm < 150)
     vessel = ndi.binary_opening((sm > 150) & (_local_sd(a, 3) < 35), iterations=2)
     vessel = ndi.binary_dilation(vessel, iterations=2)
     raw = apply_hysteresis_threshold(np.where(vessel, 0, sm1), BONE_WEAK_HU, BONE_STRONG_HU)
@@ -396,7 +405,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         ci, cj = np.round(cz[k, :2]).astype(int)
         if 0 <= ci < shape[0] and 0 <= cj < shape[1] and hl[ci, cj]:
             holes[hl == hl[ci, cj]] = False
-        holes &= sm1[:, :, k] > -60
+        holes &= (sm1[:, :, k] > -60) & ~canal_zone_img[:, :, k]
         bone[:, :, k] |= holes
         interior[:, :, k] = holes
     vessel_zone = ndi.binary_dilation(
@@ -487,8 +496,6 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
 
     # 7. clean-up per vertebra
     report("cleaning up", 0.9)
-    canal_zone_img = np.zeros(shape, bool)
-    canal_zone_img[bone] = canal_zone
     objects = ndi.find_objects(labels)
     for n in range(1, n_vert + 1):
         if n - 1 >= len(objects) or objects[n - 1] is None:
