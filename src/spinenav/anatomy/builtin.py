@@ -94,6 +94,7 @@ class VertebraTrace:
     pedicle_strength: float  # fraction of lateral rays hitting bone at the peak, 0..1
     disc_below_s_mm: float | None
     disc_above_s_mm: float | None
+    disc_above_contrast_hu: float | None = None  # endplate-to-disc drop of the disc above (quality)
     centre_world_mm: NDArray[np.float64] | None = None
     voxels: int = 0
     kind: str = "vertebra"  # "vertebra", "S1" or "sacrum" (the sacrum below S1)
@@ -533,6 +534,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         kinds = ["sacrum", "S1"] + ["vertebra"] * (n_vert - 2)
         peaks = [peaks[0]] + list(peaks)
         discs = [None] + list(discs)  # type: ignore[list-item]
+        disc_contrast = [None] + list(disc_contrast)  # type: ignore[list-item]
 
     # ribs: thin "other" bone reaching far laterally that touches a vertebra at its side
     u_img = np.zeros(shape, np.float32)
@@ -590,6 +592,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
             index=n + 1, pedicle_s_mm=float(p), pedicle_strength=float(ped_signal[p]),
             disc_below_s_mm=discs[n - 1] if n > 0 else None,
             disc_above_s_mm=discs[n] if n < len(discs) else None,
+            disc_above_contrast_hu=disc_contrast[n] if n < len(disc_contrast) else None,
             centre_world_mm=centre, voxels=int(counts[n + 1]), kind=kinds[n],
             rib_left=rib_sides[n][0], rib_right=rib_sides[n][1],
             touches_fov_edge=bool(box is not None and np.any(m & outside_ct[box]))))

@@ -1015,8 +1015,6 @@ def _transverse_tip(crop: _Crop, w: _Work, side: str) -> Point | None:
     d = np.array([sgn, 0.0, 0.0])
     reach = float(lat[sel].max() - (w.canal_halfwidth + 6.0))
     window = float(np.clip(0.5 * reach, 4.0, 10.0))
-    proj = cand @ d
-    c = cand[proj >= proj.max() - window].mean(axis=0)
     for _ in range(3):
         proj = cand @ d
         distal = cand[proj >= proj.max() - window]
@@ -1026,9 +1024,8 @@ def _transverse_tip(crop: _Crop, w: _Work, side: str) -> Point | None:
         _, sv, vt = np.linalg.svd(distal - centre, full_matrices=False)
         d_new = vt[0] if vt[0][0] * sgn > 0 else -vt[0]
         if abs(d_new[0]) < 0.5 or sv[0] < 1.3 * sv[1]:  # not clearly elongated sideways
-            c = centre
             break
-        c, d = centre, d_new
+        d = d_new
     d_w = w.R @ d
     proj = cand @ d
     cap = cand[proj >= proj.max() - 1.0].mean(axis=0)  # the far end, then onto its surface

@@ -72,8 +72,8 @@ class SpineSegmentation:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_ct_for_segmentation(ct: Volume) -> list[str]:
-    """Refuse what the builtin route cannot handle (one-line reasons); warnings come later."""
+def check_ct_for_segmentation(ct: Volume) -> None:
+    """Refuse what the builtin route cannot handle, with a one-line reason."""
     if ct.is_label:
         raise SpinenavError("the input is a label map, not a CT")
     if ct.modality not in ("CT", "") and ct.meta.get("modality_source") == "dicom":
@@ -88,17 +88,27 @@ def check_ct_for_segmentation(ct: Volume) -> list[str]:
         raise SpinenavError(f"voxels are {thickest:.1f} mm along one axis (> {MAX_SLICE_MM:.0f} mm): "
                             "discs and facet joints cannot be resolved; use a thin-slice "
                             "reconstruction")
-    return []
 
 
-def _metal_near(labels: Volume, ct: Volume, label_id: int) -> bool:
-    m = labels.array == label_id
-    if not m.any():
-        return False
+def _labels_near_metal(labels: Volume, ct: Volume, label_ids: list[int]) -> set[int]:
+    """Ids of the labels with more than 20 voxels above METAL_HU within 5 voxels of them."""
     from scipy import ndimage as ndi
 
-    near = ndi.binary_dilation(m, iterations=5)
-    return bool(np.count_nonzero(ct.array[near] > METAL_HU) > 20)
+    metal = ct.array > METAL_HU
+    if np.count_nonzero(metal) <= 20:
+        return set()
+    boxes = ndi.find_objects(labels.array)
+    near: set[int] = set()
+    for i in label_ids:
+        if i > len(boxes) or boxes[i - 1] is None:
+            continue
+        box = tuple(slice(max(b.start - 5, 0), b.stop + 5) for b in boxes[i - 1])
+        if np.count_nonzero(metal[box]) <= 20:
+            continue
+        grown = ndi.binary_dilation(labels.array[box] == i, iterations=5)
+        if np.count_nonzero(metal[box] & grown) > 20:
+            near.add(i)
+    return near
 
 
 def segment_spine(ct: Volume, *, backend: str = "builtin", labelmap: str | os.PathLike | None = None,
@@ -143,9 +153,9 @@ def _segment_builtin(ct: Volume, *, lowest_level: str | None, level_at: tuple[fl
                      progress: Callable[[str, float], None] | None) -> SpineSegmentation:
     from spinenav.anatomy.builtin import segment_builtin
 
-    warnings = check_ct_for_segmentation(ct)
+    check_ct_for_segmentation(ct)
     result = segment_builtin(ct, progress=progress)
-    warnings += result.trace.warnings
+    warnings = list(result.trace.warnings)
     evidence = [LevelEvidence(kind=v.kind, rib_left=v.rib_left, rib_right=v.rib_right,
                               touches_fov_edge=v.touches_fov_edge,
                               centre_z_mm=None if v.centre_world_mm is None else float(v.centre_world_mm[2]))
@@ -166,7 +176,8 @@ def _segment_builtin(ct: Volume, *, lowest_level: str | None, level_at: tuple[fl
                                     voxels=v.voxels, partial=v.touches_fov_edge, flags=flags))
     work_labels = result.labels.with_array(lut[result.labels.array])
     labels = resample_like(work_labels, ct)
-    near_metal = [v for v in verts if _metal_near(labels, ct, v.label_id)]
+    metal_ids = _labels_near_metal(labels, ct, [v.label_id for v in verts])
+    near_metal = [v for v in verts if v.label_id in metal_ids]
     for v in near_metal:
         v.flags.append("metal within 5 mm: segmentation and measurements may be corrupted")
     if near_metal:
