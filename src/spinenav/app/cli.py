@@ -1,7 +1,7 @@
 """The ``spinenav`` command line: a thin layer over the Python API.
 
-Only this module catches :class:`~spinenav.errors.SpinenavError`: it prints one line to stderr
-and exits with code 2. Results go to stdout, progress and warnings to stderr. Degrees and
+Only the app layer catches :class:`~spinenav.errors.SpinenavError` (``app/common.py``): it
+prints one line to stderr and exits with code 2. Results go to stdout, progress and warnings to stderr. Degrees and
 units named in option names (``--lordosis-deg``, ``--spacing-mm``) stop here: the library
 works in radians and mm.
 """
@@ -10,74 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
-import pydantic
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from spinenav import __version__
-from spinenav.errors import SpinenavError, SpinenavWarning
-
-app = typer.Typer(
-    name="spinenav",
-    help="Planning, fluoroscopy simulation and navigation for minimally invasive spine surgery.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
-
-EXIT_BAD_INPUT = 2
-
-
-@contextmanager
-def _handled(*, strict: bool = False) -> Iterator[list[str]]:
-    """Turn domain errors into one stderr line + exit 2; echo spinenav warnings to stderr.
-
-    Yields the list that collects warning messages (for commands that report them).
-    """
-    collected: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SpinenavWarning)
-        if strict:
-            warnings.simplefilter("error", SpinenavWarning)
-        try:
-            yield collected
-        except SpinenavWarning as exc:  # strict mode
-            err.print(f"[bold red]error[/] (strict): {escape(str(exc))}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except SpinenavError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except OSError as exc:  # an output path that is a file, a full disk, no permission
-            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            err.print(f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-                                 for e in exc.errors())
-            err.print(f"[bold red]error:[/] invalid parameters: {escape(problems)}", highlight=False)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        finally:
-            for w in caught:
-                if issubclass(w.category, SpinenavWarning):
-                    collected.append(str(w.message))
-                    err.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
-
-
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+from spinenav.errors import SpinenavError
+from spinenav.app.common import EXIT_BAD_INPUT, app, err, out  # noqa: F401  (EXIT_BAD_INPUT re-exported)
+from spinenav.app.common import handled as _handled
+from spinenav.app.common import progress_bar as _progress
 
 
 def _version(value: bool) -> None:
@@ -402,6 +347,10 @@ def demo(
                                         title="spinenav phantom T10-S1 (CT, bone window)")
     for name, path in {**paths, "views": views, "views_ct": views_ct}.items():
         out.print(f"{name}: {path}", highlight=False, markup=False)
+
+
+# Commands defined in their own modules register on import.
+from spinenav.app import cmd_fluoro, cmd_plan  # noqa: E402,F401  (registration side effect)
 
 
 def main() -> None:
