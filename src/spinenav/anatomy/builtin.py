@@ -71,6 +71,12 @@ PEDICLE_HU = 200.0
 #: Lateral (|u|), anterior (v) and posterior (-v) distance beyond which bone is not spine, mm.
 OTHER_BONE_LATERAL_MM, OTHER_BONE_ANTERIOR_MM, OTHER_BONE_POSTERIOR_MM = 55.0, 75.0, 60.0
 WORK_SPACING_MM = 1.0
+#: The disc profile is sampled this far in front of the canal's centre (mm), within 4 mm:
+#: inside the small upper-thoracic bodies too (posterior wall ~8 mm, AP depth ~16 mm).
+BODY_PROFILE_DEPTH_MM = 15.0
+#: A disc's dark band (HU below the darker of its two endplates) is too faint to place it
+#: under DISC_FAINT_HU; bands of DISC_CLEAR_HU or more tell where this spine's discs sit.
+DISC_FAINT_HU, DISC_CLEAR_HU = 10.0, 20.0
 #: Voxels this close to the canal's centre line and darker than bone are canal contents
 #: (the lumbar canal is ~15.6 mm AP [COOK21], its dural sac narrower).
 CANAL_ZONE_MM = 7.0
@@ -83,6 +89,13 @@ RIB_HEAD_U_MM = (8.0, 55.0)
 #: One rib in view is a few thousand 1 mm voxels; larger "rib" components are ribs merged with
 #: cartilage or each other and say nothing about which vertebra carries them.
 RIB_MAX_VOXELS_1MM = 20000
+#: Bone more than this far (mm) lateral to a vertebral body's own half-width and more than this
+#: far in front of the canal's centre is a rib's head or neck, not the vertebra.
+RIB_NECK_MARGIN_MM = 3.0
+RIB_NECK_MIN_V_MM = -3.0
+#: Beside a vertebra with a rib found on that side, the rib's neck reaches back to the
+#: transverse process: cut from this far behind the canal's centre (mm).
+RIB_NECK_MIN_V_RIB_SIDE_MM = -7.0
 
 
 @dataclass
@@ -340,6 +353,79 @@ def _vertebrae_from_peaks(peaks: list[int], ped_signal: NDArray, profile: NDArra
 
 
 # ------------------------------------------------------------------------------ main route
+def _place_faint_discs(peaks: list[int], discs: list[float], contrast: list[float]) -> list[float]:
+    """Discs whose dark band is too faint to locate (contrast < DISC_FAINT_HU: thin thoracic
+    discs, noise) are put where this spine's clearly seen discs lie relative to the pedicles
+    below and above them (median fraction of the pitch; 0.28 when none is clear)."""
+    fracs = [(d - peaks[n]) / (peaks[n + 1] - peaks[n]) for n, (d, c) in enumerate(zip(discs, contrast))
+             if c >= DISC_CLEAR_HU and n + 1 < len(peaks)]
+    frac = float(np.median(fracs)) if fracs else 0.28
+    out = list(discs)
+    for n, (d, c) in enumerate(zip(discs, contrast)):
+        if c < DISC_FAINT_HU and n + 1 < len(peaks):
+            out[n] = float(peaks[n] + frac * (peaks[n + 1] - peaks[n]))
+    return out
+
+
+def _fill_marrow(labels: NDArray, n_vert: int, cz: NDArray, canal_zone: NDArray, sm: NDArray) -> None:
+    """Fill each vertebra's marrow, slice by slice, in place.
+
+    The marrow is the hole inside the cortical ring; the ring is often open at the back, where
+    the basivertebral veins leave the body, so the ring is first closed with a 3 mm disk (the
+    foramen is a few mm wide). The hole that holds the canal's centre is never filled, nor
+    voxels of the canal zone or darker than fat-free marrow can be (< -50 HU).
+    """
+    disk3 = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3.0
+    objects = ndi.find_objects(labels)
+    for n in range(1, n_vert + 1):
+        if n - 1 >= len(objects) or objects[n - 1] is None:
+            continue
+        sl = tuple(slice(max(b.start - 3, 0), b.stop + 3) for b in objects[n - 1])
+        sub = labels[sl]
+        m = ndi.binary_closing(sub == n, iterations=1)
+        for kk in range(m.shape[2]):
+            kz = kk + sl[2].start
+            ci, cj = int(round(cz[kz, 0])) - sl[0].start, int(round(cz[kz, 1])) - sl[1].start
+            add = np.zeros(m.shape[:2], bool)
+            for closed in (m[:, :, kk], ndi.binary_closing(m[:, :, kk], structure=disk3)):
+                f = ndi.binary_fill_holes(closed) & ~closed
+                hl, _ = ndi.label(f)
+                if 0 <= ci < f.shape[0] and 0 <= cj < f.shape[1] and hl[ci, cj]:
+                    f[hl == hl[ci, cj]] = False
+                add |= f
+            m[:, :, kk] |= add & (sm[sl][:, :, kk] > -50)
+        sub[m & (sub == 0) & ~canal_zone[sl]] = n
+
+
+def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_img: NDArray, *,
+                   sacral: int, min_v_mm: float = RIB_NECK_MIN_V_MM,
+                   sides: list[list[bool]] | None = None) -> None:
+    """Give bone lateral to a vertebral body and in front of the pedicles to "other", in place.
+
+    The watershed follows a rib's head and neck into the vertebra they touch (costovertebral
+    and costotransverse joints are thinner than the working grid). No part of a vertebra
+    lies there: the body ends at its own half-width (97th percentile of |u| at 12-35 mm in
+    front of the canal's centre), the transverse processes leave from behind the pedicles.
+    The sacrum (its alae lie exactly there) is left alone. `sides` (per vertebra, [left, right])
+    limits the cut to those sides.
+    """
+    objects = ndi.find_objects(labels)
+    for n in range(1 + sacral, n_vert + 1):
+        if n - 1 >= len(objects) or objects[n - 1] is None:
+            continue
+        sl = objects[n - 1]
+        m = labels[sl] == n
+        u, v = u_img[sl], v_img[sl]
+        mid = m & (v > 12) & (v < 35)
+        if mid.sum() < 200:
+            continue
+        half_width = float(np.percentile(np.abs(u[mid]), 97))
+        cut = m & (v > min_v_mm) & (np.abs(u) > half_width + RIB_NECK_MARGIN_MM)
+        if sides is not None:  # u < 0 is the patient's left
+            cut &= ((u < 0) & sides[n - 1][0]) | ((u > 0) & sides[n - 1][1])
+        labels[sl][cut] = other
+
+
 def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> BuiltinSegmentation:
     """Segment the vertebrae of `ct` (HU) without model weights; see the module docstring.
 
@@ -450,14 +536,15 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         raise SpinenavError("no vertebra found along the spinal canal (no pedicles detected)")
 
     # 5. discs: body-axis profile at a fixed depth in front of the canal
-    body_axis = cz + V * 20.0
+    body_axis = cz + V * BODY_PROFILE_DEPTH_MM
     th2 = np.linspace(0, 2 * np.pi, 10, endpoint=False)
-    rr2 = np.array([0.0, 2.0, 4.0, 6.0])
+    rr2 = np.array([0.0, 2.0, 4.0])
     profile = np.array([
         ndi.map_coordinates(sm, (body_axis[k] + (rr2[:, None, None] * (
             np.cos(th2)[None, :, None] * U[k] + np.sin(th2)[None, :, None] * V[k])).reshape(-1, 3)).T,
             order=1).mean() for k in range(nz)])
     peaks, discs, disc_contrast, sacrum = _vertebrae_from_peaks(list(peaks), ped_signal, profile)
+    discs = _place_faint_discs(peaks, discs, disc_contrast)
     tick("levels")
 
     # 6. seeds and watershed
@@ -497,22 +584,12 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
 
     # 7. clean-up per vertebra
     report("cleaning up", 0.9)
-    objects = ndi.find_objects(labels)
-    for n in range(1, n_vert + 1):
-        if n - 1 >= len(objects) or objects[n - 1] is None:
-            continue
-        sl = objects[n - 1]
-        sub = labels[sl]
-        m = ndi.binary_closing(sub == n, iterations=1)
-        for kk in range(m.shape[2]):
-            f = ndi.binary_fill_holes(m[:, :, kk]) & ~m[:, :, kk]
-            hl, _ = ndi.label(f)
-            kz = kk + sl[2].start
-            ci, cj = int(round(cz[kz, 0])) - sl[0].start, int(round(cz[kz, 1])) - sl[1].start
-            if 0 <= ci < f.shape[0] and 0 <= cj < f.shape[1] and hl[ci, cj]:
-                f[hl == hl[ci, cj]] = False
-            m[:, :, kk] |= f
-        sub[m & (sub == 0) & ~canal_zone_img[sl]] = n
+    u_img = np.zeros(shape, np.float32)
+    u_img[bone] = u_b
+    v_img = np.zeros(shape, np.float32)
+    v_img[bone] = v_b
+    _cut_rib_necks(labels, n_vert, other, u_img, v_img, sacral=1 if sacrum else 0)
+    _fill_marrow(labels, n_vert, cz, canal_zone_img, sm1)
     tick("cleanup")
 
     # the sacrum: split S1 (above the S1/S2 plane, one lumbar body height below L5-S1) from the rest
@@ -537,8 +614,6 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         disc_contrast = [None] + list(disc_contrast)  # type: ignore[list-item]
 
     # ribs: thin "other" bone reaching far laterally that touches a vertebra at its side
-    u_img = np.zeros(shape, np.float32)
-    u_img[bone] = u_b
     other_mask = labels == other
     comp, n_comp = ndi.label(other_mask)
     rib_comp = np.zeros(n_comp + 1, bool)
@@ -570,6 +645,8 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
                 owner = int(np.bincount(lab_c[touch]).argmax())
                 rib_sides[owner - 1][side] = True
 
+    _cut_rib_necks(labels, n_vert, other, u_img, v_img, sacral=2 if kinds[0] == "sacrum" else 0,
+                   min_v_mm=RIB_NECK_MIN_V_RIB_SIDE_MM, sides=rib_sides)
     verts = []
     counts = np.bincount(labels.ravel(), minlength=other + 1)
     # voxels of the working grid outside the CT (or on the grid's border) mark a cut vertebra
