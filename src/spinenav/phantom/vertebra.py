@@ -41,6 +41,9 @@ from spinenav.phantom.shapes import (Avoid, Box, Difference, Ellipsoid, Elliptic
                                      Intersection, RoundedBox, Solid, Tube, Union, VertebralBody, apply_dir, apply_point,
                                      frame_from_axes, keep_side, trans)
 
+#: Overlap of the front and back half-ellipses of the canal (mm); see where `v.canal` is built.
+CANAL_HALVES_OVERLAP_MM = 1.0
+
 SIDES: dict[str, float] = {"left": 1.0, "right": -1.0}  # sign of local x on that side
 
 #: Design constants at scale 1 (mm); all assumed (the reference gives none).
@@ -272,8 +275,13 @@ def build_vertebra(name: str, chain: SpineChain, *, stenosis: float, scale: floa
 
     v.parts = parts
     z0, z1 = -H / 2 - 25.0 * scale, H / 2 + 25.0 * scale
-    front = keep_side(v.world((0.0, y_c, 0.0)), v.world_dir((0.0, -1.0, 0.0)))
-    back = keep_side(v.world((0.0, y_c, 0.0)), v.world_dir((0.0, 1.0, 0.0)))
+    # The two half-ellipses overlap by CANAL_HALVES_OVERLAP_MM: cut exactly at y_c, each half's
+    # distance (max of ellipse and plane) is 0 all over the plane, and so was the canal's, which
+    # painted a half-bright coronal sheet of "bone" through the middle of the canal. Near y_c
+    # both halves have the same lateral semi-axis A, so the overlap changes the outline by
+    # < A (1 - sqrt(1 - (overlap / B)^2)), a few hundredths of a mm.
+    front = keep_side(v.world((0.0, y_c, 0.0)), v.world_dir((0.0, -1.0, 0.0)), offset_mm=-CANAL_HALVES_OVERLAP_MM)
+    back = keep_side(v.world((0.0, y_c, 0.0)), v.world_dir((0.0, 1.0, 0.0)), offset_mm=-CANAL_HALVES_OVERLAP_MM)
     v.canal = Union([Intersection([EllipticCylinder(T, A, B_nom, z0, z1, (0.0, y_c)), front]),
                      Intersection([EllipticCylinder(T, A, max(B_post, 1e-3), z0, z1, (0.0, y_c)), back])])
     return v
