@@ -328,25 +328,45 @@ def demo(
 ) -> None:
     """Run the main job on the built-in synthetic spine.
 
-    For now: a phantom T10-S1 written to disk, and PNGs of axial, coronal and sagittal views
-    with and without its labels.
+    A phantom T10-S1 (CT + true labels), its builtin segmentation and measurements, an MIS TLIF
+    plan at L4-L5 from the left (four percutaneous screws, the tube, the cage, incisions, muscle
+    spared), and the plan's report: prints where the report is.
     """
+    from spinenav.anatomy.export import write_anatomy
+    from spinenav.anatomy.segment import measure_segmentation, segment_spine
     from spinenav.app.figures import orthogonal_views_png
+    from spinenav.app.report import render_plan_report
     from spinenav.phantom import PhantomParams, write_phantom
+    from spinenav.planning import plan_procedure, write_plan
 
+    t0 = time.perf_counter()
     with _handled():
         params = PhantomParams(spacing_mm=spacing_mm, seed=seed)
         ph = _make_phantom(params)
         paths = write_phantom(ph, out_dir / "phantom")
         l4 = next(v for v in ph.truth.vertebrae if v.name == "L4")
-        views = orthogonal_views_png(ph.ct, out_dir / "phantom_views.png", labels=ph.labels,
-                                     centre_world_mm=np.asarray(l4.centre_world_mm),
-                                     title="spinenav phantom T10-S1, through the L4 body")
-        views_ct = orthogonal_views_png(ph.ct, out_dir / "phantom_ct.png",
-                                        centre_world_mm=np.asarray(l4.centre_world_mm),
-                                        title="spinenav phantom T10-S1 (CT, bone window)")
-    for name, path in {**paths, "views": views, "views_ct": views_ct}.items():
+        paths["views"] = orthogonal_views_png(ph.ct, out_dir / "phantom_views.png", labels=ph.labels,
+                                              centre_world_mm=np.asarray(l4.centre_world_mm),
+                                              title="spinenav phantom T10-S1, through the L4 body")
+        with _progress() as bar:
+            task = bar.add_task("segmenting", total=1.0)
+            seg = segment_spine(ph.ct, progress=lambda step, frac: bar.update(task, completed=frac, description=step))
+        model = measure_segmentation(ph.ct, seg)
+        anatomy = write_anatomy(out_dir / "anatomy", ph.ct, seg.labels, model)
+        paths["spine"] = anatomy["spine"]
+        paths["overview"] = anatomy["png"]
+        plan = plan_procedure(ph.ct, model, seg.labels, levels="L4-L5", procedure="tlif", side="left")
+        paths["plan"] = write_plan(plan, out_dir / "plan", ph.ct, seg.labels)["plan"]
+        report = render_plan_report(plan, ph.ct, seg.labels, out_dir / "report.html")
+    _print_levels(seg)
+    for s in plan.screws:
+        out.print(f"{s.id}: {s.catalogue_item}, margin {s.min_cortical_margin_mm:.1f} mm, grade {s.predicted_grade}"
+                  + ("" if s.accepted else " NOT ACCEPTED"), highlight=False, markup=False)
+    for f in plan.flags:
+        out.print(f"flag: {f.message}", highlight=False, markup=False)
+    for name, path in paths.items():
         out.print(f"{name}: {path}", highlight=False, markup=False)
+    out.print(f"report: {report}  ({time.perf_counter() - t0:.0f} s)", highlight=False, markup=False)
 
 
 # Commands defined in their own modules register on import.
