@@ -595,17 +595,25 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     _fill_marrow(labels, n_vert, cz, canal_zone_img, sm1)
     tick("cleanup")
 
-    # the sacrum: split S1 (above the S1/S2 plane, one lumbar body height below L5-S1) from the rest
+    # the sacrum: split S1 (above the S1/S2 plane, one L5 pitch below the L5-S1 disc) from the rest
     kinds = ["vertebra"] * n_vert
     if sacrum and n_vert >= 2:
         l5_pitch = (peaks[2] - peaks[1]) if n_vert >= 3 else (peaks[1] - peaks[0])
-        l5_body_mm = 0.8 * l5_pitch  # S1's body is about as tall as L5's
-        split_s = discs[0] - l5_body_mm
+        # from the L5-S1 disc's middle to the S1/S2 junction: half that disc, S1's body (about
+        # as tall as L5's: 30 mm anteriorly [L4L5-ANAT]) and half the rudimentary S1/S2 disc,
+        # i.e. about one L5 pitch (body + disc)
+        l5_body_mm = 1.0 * l5_pitch
+        # a plane parallel to the L5-S1 disc (normal: the canal's direction there), through the
+        # disc on the body's axis: surfaces of equal canal arc length fan out where the sacral
+        # canal bends back, and would tilt the split
+        d = int(np.clip(round(discs[0]), 0, nz - 1))
+        disc_point = cz[d] + V[d] * BODY_PROFILE_DEPTH_MM
         sac = labels == 1
-        s_img = np.full(shape, np.inf, np.float32)
-        s_img[bone] = s_b
-        labels[sac & (s_img < split_s)] = 0  # temporarily
-        rest = sac & (s_img < split_s)
+        sac_idx = np.argwhere(sac)
+        below = (sac_idx - disc_point) @ tg[d] < -l5_body_mm
+        rest = np.zeros(shape, bool)
+        rest[tuple(sac_idx[below].T)] = True
+        labels[rest] = 0  # temporarily
         labels[labels >= 1] += 1  # make room: 1 = sacrum below S1, 2 = S1, 3.. = L5 upwards
         labels[labels == other + 1] = other + 1
         labels[rest] = 1
