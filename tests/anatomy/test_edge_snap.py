@@ -60,3 +60,11 @@ def test_vertebrae_never_take_each_others_voxels_or_a_voxel_touching_both():
     snapped = snap_to_bone_edges(Volume(lab, np.eye(4), modality="SEG", is_label=True), ct, [28, 29]).array
     assert not np.any((snapped == 28) & (lab == 29)) and not np.any((snapped == 29) & (lab == 28))
     assert np.all(snapped[12:28, 14:26, 15] == 0)
+
+
+def test_thick_slices_are_left_as_they_are():
+    """Across 2.5 mm slices a cortex is not a resolved edge: nothing is moved."""
+    ct, truth, _ = _block()
+    thick = Volume(ct.array, np.diag([0.7, 0.7, 2.5, 1.0]), modality="CT")
+    wrong = ndi.binary_dilation(truth)
+    assert np.array_equal(_snap(wrong, thick), wrong)

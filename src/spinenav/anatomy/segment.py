@@ -45,7 +45,7 @@ MAX_SLICE_MM = 5.0
 #: Said with every measurement made on the builtin segmentation until it is validated on real CT.
 BUILTIN_FINDINGS_WARNING = (
     "measurements come from the builtin segmentation, whose vertebra boundaries on real CT agree "
-    "with TotalSegmentator only to a median Dice of 0.76 (chest CT, benchmarks/bench_segment.py): "
+    "with TotalSegmentator only to a median Dice of 0.78 (chest CT, benchmarks/bench_segment.py): "
     "slips, disc heights and canal figures are unconfirmed until checked on the images or "
     "remeasured on a validated segmentation (--backend labelmap)")
 #: HU above which a voxel is metal (cortical bone stays below ~2000 HU).
@@ -54,6 +54,10 @@ METAL_HU = 2500.0
 #: the brightest bone within EDGE_WINDOW_MM (in-plane; across slices only where they are that
 #: thin) and soft tissue (EDGE_SOFT_TISSUE_HU), clipped to EDGE_HU_RANGE.
 EDGE_WINDOW_MM = 2.0
+#: ... only on CTs whose voxels resolve a cortical edge (no side above this, mm): across
+#: 2.5 mm slices the thin cortex of thoracic pedicles peaks at ~220 HU, the blurred-step model
+#: of the edge fails, and snapping narrowed pedicles below what the reference labels show.
+EDGE_MAX_SPACING_MM = 1.5
 EDGE_SOFT_TISSUE_HU = 40.0
 EDGE_HU_RANGE = (150.0, 600.0)
 
@@ -206,15 +210,14 @@ def snap_to_bone_edges(labels: Volume, ct: Volume, ids: list[int]) -> Volume:
     by up to a voxel. Here, on the CT's own voxels: a labelled voxel touching background is
     dropped when darker than the local half-maximum edge threshold, a background voxel touching
     exactly one vertebra is added to it when brighter. The half-maximum is where a blurred
-    edge's true position lies (phantom L1-L4 Dice 0.93 -> 0.96). TotalSegmentator draws its
-    boundary lower (~150-285 HU on the chest CT), so agreement with it drops (median Dice
-    0.78 -> 0.74); the physical edge is kept: a wider bone would overstate screw margins.
+    edge's true position lies (phantom L1-L4 Dice 0.93 -> 0.96). Not done on CTs with voxels
+    coarser than EDGE_MAX_SPACING_MM (thick slices): there the labels are returned unchanged.
     """
     from scipy import ndimage as ndi
 
     arr = labels.array
     is_vert = np.isin(arr, ids)
-    if not is_vert.any():
+    if not is_vert.any() or float(np.max(ct.spacing_mm)) > EDGE_MAX_SPACING_MM:
         return labels
     box = ndi.find_objects(is_vert.astype(np.uint8))[0]
     box = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in box)
