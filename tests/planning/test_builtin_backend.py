@@ -36,3 +36,25 @@ def test_builtin_segmentation_plan_keeps_accepted_screws_in_the_true_bone(builti
         assert inside.all(), f"{s.id}: {np.mean(~inside):.1%} of the surface within 1 mm of the true cortex"
     for s in builtin_plan.screws:
         assert s.accepted or "no_safe_screw" in s.flags
+
+
+def test_margins_on_the_builtin_segmentation_are_flagged_unless_they_cover_its_boundary_error(builtin_plan,
+                                                                                             normal_screws):
+    from spinenav.planning.screws import boundary_uncertainty_mm
+
+    u = boundary_uncertainty_mm("builtin", phantom("noisy").ct.spacing_mm)
+    assert u >= 1.0  # at least a voxel
+    flags = {(f.item, f.code): f for f in builtin_plan.flags}
+    accepted = [s for s in builtin_plan.screws if s.accepted]
+    assert accepted
+    for s in accepted:
+        doubtful = s.min_cortical_margin_mm < s.required_margin_mm + u
+        assert ("margin_unverified" in s.flags) == doubtful, (s.id, s.min_cortical_margin_mm)
+        if doubtful:
+            assert s.confidence <= 0.5 and "builtin segmentation" in s.reason
+            f = flags[(s.id, "margin_unverified")]
+            assert f.severity == "warning" and f.threshold == pytest.approx(s.required_margin_mm + u)
+    # a label map the user supplies is the reference the margins are measured on: no such doubt
+    assert normal_screws.spine.backend.name == "labelmap"
+    assert not any("margin_unverified" in s.flags for s in normal_screws.screws)
+    assert not any(f.code == "margin_unverified" for f in normal_screws.flags)

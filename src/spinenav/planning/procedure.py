@@ -32,7 +32,9 @@ DEFINITIONS = [
     "to the CT's bone edge where the CT shows one (planning/fields.py).",
     "Cortical margin: smallest distance from the screw surface to the boundary, from the seat (where "
     "the screw is wholly inside the bone) to the tip; negative = breach. Grade: Gertzbein-Robbins "
-    "A none, B < 2, C < 4, D < 6, E >= 6 mm [GR-2024].",
+    "A none, B < 2, C < 4, D < 6, E >= 6 mm [GR-2024]. margin_unverified: the margin was measured on a "
+    "segmentation whose boundary is not validated (builtin) and does not also cover that boundary's "
+    "measured error (planning/screws.py BOUNDARY_UNCERTAINTY_MM): check it on the images.",
     "Convergence: in the vertebra's axial plane from the sagittal midline, positive = medial going "
     "anterior; sagittal angle: from the axial plane, positive = the tip caudal of the entry.",
     "Corridor: tube from the skin entry to the docking point on the lamina-facet junction; working axis "

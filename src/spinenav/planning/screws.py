@@ -20,7 +20,11 @@ For each vertebra and side:
 4. **Margin and grade.** The smallest distance from the screw surface to the vertebra's
    boundary from the seat (where the screw is wholly inside the bone) to the tip, where it
    occurs and towards which wall; the predicted Gertzbein-Robbins grade from the breach
-   (A none, B < 2, C < 4, D < 6, E >= 6 mm [GR-2024], clinical-reference 3.1).
+   (A none, B < 2, C < 4, D < 6, E >= 6 mm [GR-2024], clinical-reference 3.1). The margin is
+   only as good as the boundary it is measured to: where the segmentation backend's boundary
+   is not validated (the builtin one, :data:`BOUNDARY_UNCERTAINTY_MM`), an accepted screw whose
+   margin does not also cover that boundary's measured error is flagged ``margin_unverified``
+   with a lower confidence.
 5. **Where no screw fits**: the best effort is returned with ``accepted = False``, the reason,
    and the alternatives: a smaller screw (when one fits without breach), a cortical bone
    trajectory (medial-to-lateral 13.8-20.9 deg, caudal-to-cranial 17.5-24.9 deg, 19-45 mm
@@ -58,6 +62,19 @@ EXEMPT_MAX_MM = 10.0
 #: diameter measured on the CT-refined surface agreed with the analytic truth within +-0.1 mm
 #: (tests/planning), i.e. +-0.05 mm in radius; 0.1 mm keeps the margin a true lower bound.
 SURFACE_UNCERTAINTY_MM = 0.1
+#: How far a segmentation backend's vertebra boundary may lie OUTSIDE the true one next to the
+#: screw paths, mm (a margin measured on it overstates the true margin by up to this much).
+#: builtin: on the real chest CT (0.7 x 0.7 x 2.5 mm voxels), within 6 mm of the axes of the
+#: screws it plans at T10-L3, its boundary (after the refinement to the CT's bone edge) lay
+#: outside TotalSegmentator's by more than 1.25 mm at 4 % and by more than 2.5 mm (one slice)
+#: at 0.2-0.5 % of the surface points (two versions of the builtin segmentation; measured, and
+#: checked to stay under 1 %, by test_builtin_boundary_error_near_the_screws_is_within_the_
+#: planners_allowance in tests/planning/test_chest_own_segmentation.py). The thin thoracic
+#: pedicle cortex, blurred by the 2.5 mm slices, stays below the refinement's CT threshold, so
+#: half the builtin boundary keeps the label map's faces there. Never less than one voxel of
+#: the coarsest axis (:func:`boundary_uncertainty_mm`). A label map the user supplies
+#: (labelmap, totalsegmentator) is the reference the margins are defined on: 0.
+BOUNDARY_UNCERTAINTY_MM: dict[str, float] = {"builtin": 2.5}
 #: Search of the trajectory around the measured pedicle axis.
 OFFSETS_MM = np.arange(-2.0, 2.01, 0.5)
 TILTS_RAD = np.deg2rad(np.arange(-8.0, 8.01, 2.0))
@@ -70,6 +87,14 @@ CBT_LENGTH_MM = (19.0, 45.0)
 ROD_OVERHANG_MM = 5.0
 ROD_MAX_ML_STEP_MM = 10.0
 ROD_MAX_BEND_DEG = 30.0
+
+
+def boundary_uncertainty_mm(backend: str, spacing_mm) -> float:
+    """How far `backend`'s boundary may lie outside the bone's on a grid of `spacing_mm`
+    (:data:`BOUNDARY_UNCERTAINTY_MM`, at least one voxel of the coarsest axis; 0 for a label
+    map the user supplies)."""
+    base = BOUNDARY_UNCERTAINTY_MM.get(backend, 0.0)
+    return max(base, float(np.max(spacing_mm))) if base > 0 else 0.0
 
 
 def gr_grade(breach_mm: float) -> str:
@@ -234,6 +259,8 @@ class ScrewContext:
     bone: SignedDistance
     ap_length_mm: float | None
     posterior_wall_world_mm: NDArray[np.float64] | None
+    backend: str = "labelmap"  # the segmentation backend the label map came from
+    boundary_uncertainty_mm: float = 0.0  # BOUNDARY_UNCERTAINTY_MM of that backend
 
 
 def screw_context(labels: Volume, spine: SpineModel, level: str, *, ct: Volume | None = None,
@@ -260,7 +287,8 @@ def screw_context(labels: Volume, spine: SpineModel, level: str, *, ct: Volume |
     return ScrewContext(vertebra=v, frame=fr, bone=SignedDistance(labels, mask, ct=ct,
                                                                         other_bone=_other_bone(arr, mask, bone_ids)),
                         ap_length_mm=ap_len,
-                        posterior_wall_world_mm=wall)
+                        posterior_wall_world_mm=wall, backend=spine.backend.name,
+                        boundary_uncertainty_mm=boundary_uncertainty_mm(spine.backend.name, labels.spacing_mm))
 
 
 def bone_label_ids(arr: NDArray) -> list[int]:
@@ -328,6 +356,11 @@ def plan_screw(ct: Volume, ctx: ScrewContext, side: str, *, params: PlanningPara
     # body frontal mid-plane along the axis: the stretch that must hold the margin (as the truth)
     denom = float(a @ -fr.ap)
     s_mid = float((fr.origin - c) @ -fr.ap) / denom if denom > 0.2 else 20.0
+    if s_mid <= 0.0:
+        why = (v.landmarks.reason if v.landmarks else None) or ", ".join(ped.flags) or "no reason given"
+        raise PlanningError(f"{level} {side}: the measured pedicle isthmus lies {-s_mid:.0f} mm in front of the "
+                            f"vertebral body's centre (inconsistent landmarks: {why}); check the segmentation of "
+                            "this level")
     line = _sample(ctx.bone, _best_line(ctx.bone, c, a, u, w, s_mid))
     # re-anchor s = 0 at the point nearest the isthmus centre
     i0 = int(np.argmin(np.abs(line.s)))
@@ -397,6 +430,12 @@ def plan_screw(ct: Volume, ctx: ScrewContext, side: str, *, params: PlanningPara
         reasons.append(f"skin entry not found: {skin_why}")
     conv, sag = screw_angles_rad(line.a, fr, side)
     confidence = float(min(ped.confidence, v.label.confidence))
+    u_mm = ctx.boundary_uncertainty_mm
+    if accepted and fit.margin < m + u_mm:
+        # the margin is to a boundary that may lie up to u_mm outside the bone's: not established
+        confidence = min(confidence, 0.5)
+        flags.append("margin_unverified")
+        reasons.append(_margin_unverified_reason(fit.margin, m, ctx))
     if mirrored:
         confidence = min(confidence, 0.5)
         flags.append("pedicle_mirrored")
@@ -422,6 +461,14 @@ def plan_screw(ct: Volume, ctx: ScrewContext, side: str, *, params: PlanningPara
         min_margin_along_mm=fit.s_min - fit.s_entry, min_margin_direction=wall, required_margin_mm=m,
         predicted_grade=gr_grade(breach), max_breach_mm=breach, accepted=accepted,  # type: ignore[arg-type]
         confidence=confidence, flags=flags, reason="; ".join(reasons) or None, alternatives=alternatives)
+
+
+def _margin_unverified_reason(margin_mm: float, required_mm: float, ctx: ScrewContext) -> str:
+    u = ctx.boundary_uncertainty_mm
+    return (f"the {margin_mm:.1f} mm cortical margin was measured on the {ctx.backend} segmentation, whose vertebra "
+            f"boundary next to screw paths may lie up to {u:.1f} mm outside the bone's on real CT: the screw is not "
+            f"shown to keep {required_mm:.1f} mm of bone (that needs {required_mm + u:.1f} mm on this segmentation); "
+            "check its margin on the images, or plan on a validated label map (--backend labelmap or totalsegmentator)")
 
 
 def _alternatives(ctx: ScrewContext, line: _Line, side: str, fit: _Fit, *, params: PlanningParameters,
@@ -516,6 +563,14 @@ def plan_screws(ct: Volume, labels: Volume, spine: SpineModel, levels: list[str]
                              f"{alts or 'none found'}; or skip the level"),
                     value=s.largest_safe_diameter_mm, threshold=min(catalogue.screw_diameters_mm), unit="mm",
                     source="clinical-reference 2.1 [MISENHIMER89] [KAUR16]; 2.4 [CBT-CT]; 3.1 [GR-2024]"))
+            if "margin_unverified" in s.flags:
+                flags.append(PlanFlag(
+                    code="margin_unverified", level=level, side=side, item=s.id, severity="warning",
+                    message=(f"{level} {side}: "
+                             f"{_margin_unverified_reason(s.min_cortical_margin_mm, s.required_margin_mm, ctx)}"),
+                    value=s.min_cortical_margin_mm,
+                    threshold=s.required_margin_mm + ctx.boundary_uncertainty_mm, unit="mm",
+                    source="assumed: the boundary error measured on one real CT (planning/screws.py)"))
             if "skin_entry_unknown" in s.flags:
                 flags.append(PlanFlag(code="skin_entry_unknown", level=level, side=side, item=s.id,
                                       severity="warning", message=f"{level} {side}: {s.reason}"))
