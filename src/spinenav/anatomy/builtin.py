@@ -99,6 +99,8 @@ RIB_NECK_MIN_V_MM = -3.0
 #: Beside a vertebra with a rib found on that side, the rib's neck reaches back to the
 #: transverse process: cut from this far behind the canal's centre (mm).
 RIB_NECK_MIN_V_RIB_SIDE_MM = -7.0
+#: Rib heads are split off at the joints outside this distance from the canal's midline (mm).
+RIB_SPLIT_CORE_MM = 12.0
 
 
 @dataclass
@@ -400,6 +402,36 @@ def _fill_marrow(labels: NDArray, n_vert: int, cz: NDArray, canal_zone: NDArray,
         sub[m & (sub == 0) & ~canal_zone[sl]] = n
 
 
+def _split_rib_heads(labels: NDArray, other: int, ribs: NDArray, sm: NDArray, u_img: NDArray,
+                     rib_sides: list[list[bool]]) -> None:
+    """Give a rib's head and neck back to the rib, in place, on the sides where a rib was found.
+
+    The vertebra (from its part within RIB_SPLIT_CORE_MM of the midline) and the rib (its shaft,
+    already "other") are flooded again over the vertebra's lateral bone, on the CT's intensity:
+    bright bone floods first and the two floods meet in the darkest gap between them, the
+    costovertebral and costotransverse joints.
+    """
+    for n, (left, right) in enumerate(rib_sides, start=1):
+        if not (left or right):
+            continue
+        m = labels == n
+        if not m.any():
+            continue
+        box = tuple(slice(max(b.start - 20, 0), b.stop + 20) for b in ndi.find_objects(m.astype(np.uint8))[0])
+        mb, rb, ub = m[box], ribs[box], u_img[box]
+        side_ok = ((ub < 0) & left) | ((ub > 0) & right)
+        lateral = mb & side_ok & (np.abs(ub) >= RIB_SPLIT_CORE_MM)
+        seeds = rb & side_ok & ~mb
+        if not lateral.any() or not seeds.any():
+            continue
+        markers = np.zeros(mb.shape, np.int32)
+        markers[mb & ~lateral] = 1
+        markers[seeds] = 2
+        flood = watershed(-sm[box], markers, mask=mb | seeds)
+        lb = labels[box]
+        lb[lateral & (flood == 2)] = other
+
+
 def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_img: NDArray, *,
                    sacral: int, min_v_mm: float = RIB_NECK_MIN_V_MM,
                    sides: list[list[bool]] | None = None) -> None:
@@ -658,6 +690,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
 
     _cut_rib_necks(labels, n_vert, other, u_img, v_img, sacral=2 if kinds[0] == "sacrum" else 0,
                    min_v_mm=RIB_NECK_MIN_V_RIB_SIDE_MM, sides=rib_sides)
+    _split_rib_heads(labels, other, np.isin(comp, np.flatnonzero(rib_comp)), sm, u_img, rib_sides)
     verts = []
     counts = np.bincount(labels.ravel(), minlength=other + 1)
     # voxels of the working grid outside the CT (or on the grid's border) mark a cut vertebra
