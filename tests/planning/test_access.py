@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DURAL_SAC, phantom, planned
+from plan_cases import DURAL_SAC, phantom, planned
 
 from spinenav.planning import PlanningError, plan_procedure
 from spinenav.planning.catalogue import default_catalogue
@@ -131,7 +131,7 @@ def test_collapsed_disc_is_flagged_for_the_cage():
 ])
 def test_bad_requests_are_refused_with_the_reason(kwargs, match):
     ph = phantom("aniso")
-    from conftest import phantom_spine
+    from plan_cases import phantom_spine
 
     with pytest.raises(PlanningError, match=match):
         plan_procedure(ph.ct, phantom_spine("aniso"), ph.labels, **kwargs)

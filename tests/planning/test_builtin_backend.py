@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import phantom, phantom_solids
+from plan_cases import phantom, phantom_solids
 from grading import _directions, fraction_outside_margin, screw_surface_points
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import phantom
+from plan_cases import phantom
 from typer.testing import CliRunner
 
 from spinenav.anatomy.export import write_label_map

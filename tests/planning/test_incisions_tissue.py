@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import planned
+from plan_cases import planned
 
 from spinenav.planning.incisions import SkinEntry, plan_incisions
 
@@ -54,7 +54,7 @@ def test_mis_disrupts_less_muscle_than_the_open_equivalent(procedure, levels, si
 
 
 def test_hu_muscle_mask_is_used_without_autochthon_labels():
-    from conftest import phantom, phantom_spine
+    from plan_cases import phantom, phantom_spine
 
     from spinenav.planning.tissue import muscle_mask
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import phantom, planned
+from plan_cases import phantom, planned
 
 from spinenav.imaging.volume import Volume
 from spinenav.planning import PlanSchemaError, SurgicalPlan, ct_fingerprint, load_plan

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import phantom, planned
+from plan_cases import phantom, planned
 
 from spinenav.anatomy.export import read_stl
 from spinenav.imaging import read_volume

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import phantom, phantom_solids, planned
+from plan_cases import phantom, phantom_solids, planned
 from grading import _directions, fraction_outside_margin, screw_surface_points
 
 from spinenav.planning.catalogue import default_catalogue, largest_at_most

@@ -15,7 +15,6 @@ when it is doubtful; a missing value is ``null`` with the reason, never a NaN.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spinenav.documents import read_json_document
 from spinenav.errors import SpinenavError
 
 SCHEMA = "spinenav.spine/1"
@@ -364,17 +364,8 @@ def load_spine_model(path: str | os.PathLike[str]) -> SpineModel:
         Missing or unreadable file, another schema version, or fields that do not match.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpineModelSchemaError(f"{p}: no such file") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SpineModelSchemaError(f"{p}: cannot read as JSON ({exc})") from exc
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != SCHEMA:
-        raise SpineModelSchemaError(
-            f"{p}: schema is {schema!r}, expected {SCHEMA!r}; re-run 'spinenav segment' with "
-            "this version of spinenav")
+    data = read_json_document(p, schema=SCHEMA, error=SpineModelSchemaError,
+                              remedy="re-run 'spinenav segment' with this version of spinenav")
     try:
         return SpineModel.model_validate(data)
     except ValueError as exc:

@@ -49,7 +49,6 @@ Defaults (clinical-reference.md section 5.1)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -59,6 +58,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from spinenav.documents import read_json_document
 from spinenav.errors import SpinenavError
 
 PatientPosition = Literal["prone", "supine"]
@@ -474,15 +474,7 @@ def sidecar_dict(geometry: CarmGeometry, pose: CarmPose, **extra: Any) -> dict[s
 def read_sidecar(path: str | os.PathLike[str]) -> tuple[CarmGeometry, CarmPose, dict[str, Any]]:
     """Read a ``spinenav.carm/1`` sidecar: (geometry, pose, the whole document)."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CarmGeometryError(f"{p}: no such geometry sidecar") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CarmGeometryError(f"{p}: cannot read as JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != SIDECAR_SCHEMA:
-        raise CarmGeometryError(f"{p}: schema is {doc.get('schema') if isinstance(doc, dict) else None!r}, "
-                                f"expected {SIDECAR_SCHEMA!r}")
+    doc = read_json_document(p, schema=SIDECAR_SCHEMA, error=CarmGeometryError, missing="no such geometry sidecar")
     try:
         g, q = doc["geometry"], doc["pose"]
         geometry = CarmGeometry(sdd_mm=float(g["sdd_mm"]), sod_mm=float(g["sod_mm"]), rows=int(g["rows"]),

@@ -45,7 +45,6 @@ Disc heights
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -55,6 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
+from spinenav.documents import read_json_document
 from spinenav.errors import SpinenavError
 from spinenav.phantom.anatomy import (DISC_LABEL_OFFSET, DISC_NAMES, RIB_LEVELS, TISSUE_HU, VERTEBRA_NAMES,
                                       disc_label, label_names)
@@ -504,16 +504,8 @@ def load_truth(path: str | os.PathLike[str]) -> PhantomTruth:
         Missing or unreadable file, or a schema other than ``spinenav.phantom-truth/1``.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TruthSchemaError(f"{p}: no such file") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TruthSchemaError(f"{p}: cannot read as JSON ({exc})") from exc
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != SCHEMA:
-        raise TruthSchemaError(f"{p}: schema is {schema!r}, expected {SCHEMA!r}; regenerate the phantom "
-                               "with this version of spinenav")
+    data = read_json_document(p, schema=SCHEMA, error=TruthSchemaError,
+                              remedy="regenerate the phantom with this version of spinenav")
     try:
         return PhantomTruth.from_json_dict(data)
     except ValueError as exc:

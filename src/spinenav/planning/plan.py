@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from spinenav.documents import read_json_document
 from spinenav.anatomy.model import SpineModel
 from spinenav.errors import SpinenavError
 
@@ -413,16 +414,8 @@ def load_plan(path: str | os.PathLike[str]) -> SurgicalPlan:
         Missing or unreadable file, another schema version, or fields that do not match.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanSchemaError(f"{p}: no such file") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanSchemaError(f"{p}: cannot read as JSON ({exc})") from exc
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != SCHEMA:
-        raise PlanSchemaError(f"{p}: schema is {schema!r}, expected {SCHEMA!r}; re-run 'spinenav plan' with "
-                              "this version of spinenav")
+    data = read_json_document(p, schema=SCHEMA, error=PlanSchemaError,
+                              remedy="re-run 'spinenav plan' with this version of spinenav")
     try:
         return SurgicalPlan.model_validate(data)
     except ValueError as exc:
