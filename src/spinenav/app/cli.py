@@ -370,7 +370,7 @@ def demo(
 
 
 # Commands defined in their own modules register on import.
-from spinenav.app import cmd_fluoro, cmd_plan  # noqa: E402,F401  (registration side effect)
+from spinenav.app import cmd_fluoro, cmd_plan, cmd_register  # noqa: E402,F401  (registration side effect)
 
 
 def main() -> None:
