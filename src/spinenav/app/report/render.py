@@ -483,7 +483,7 @@ def plan_report_html(plan: SurgicalPlan, ct: Volume, labels: Volume) -> str:
         "cages": [{"g": g, "flags": explain_codes(plan, g.id, g.flags),
                    "doubt": g.confidence < DOUBTFUL_CONFIDENCE or bool(g.flags)
                    or any(f.severity != "info" for f in _flags_for(plan, g.id))} for g in plan.cages],
-        "warnings": [scrub_paths(w) for w in list(plan.warnings) + list(plan.spine.warnings)],
+        "warnings": [scrub_paths(w) for w in dict.fromkeys(list(plan.warnings) + list(plan.spine.warnings))],
         "definitions": [scrub_paths(d) for d in plan.definitions],
         "parameters": plan.parameters, "backend": plan.spine.backend.name,
         "fmt": fmt, "fmt_point": fmt_point, "doubtful_confidence": DOUBTFUL_CONFIDENCE,
