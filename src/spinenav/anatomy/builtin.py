@@ -71,9 +71,9 @@ PEDICLE_HU = 200.0
 #: Lateral (|u|), anterior (v) and posterior (-v) distance beyond which bone is not spine, mm.
 OTHER_BONE_LATERAL_MM, OTHER_BONE_ANTERIOR_MM, OTHER_BONE_POSTERIOR_MM = 55.0, 75.0, 60.0
 WORK_SPACING_MM = 1.0
-#: Lamina seeds reach this far from the midline (mm): the lamina runs out to the facets at
+#: Lamina seeds reach this far from the midline (mm) and 6-16 mm behind the canal's centre: the lamina runs out to the facets at
 #: ~15-20 mm, so the next vertebra's articular processes cannot flood it through a tight joint.
-LAMINA_SEED_HALF_WIDTH_MM = 11.0
+LAMINA_SEED_HALF_WIDTH_MM = 13.0
 #: The disc profile is sampled this far in front of the canal's centre (mm), within 4 mm:
 #: inside the small upper-thoracic bodies too (posterior wall ~8 mm, AP depth ~16 mm).
 BODY_PROFILE_DEPTH_MM = 15.0
@@ -596,7 +596,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         body = ((s_b > below + 2.5) & (s_b < above - 2.5) & (np.abs(u_b) < 20) & (v_b > 5)
                 & (v_b < 60) & (edt_b >= 1.5))
         ped = (np.abs(s_b - p) <= 2) & (np.abs(u_b) > 7) & (np.abs(u_b) < 25) & (v_b > -6) & (v_b < 10)
-        lam = ((s_b > p - 0.6 * pitch) & (s_b < p - 0.1 * pitch) & (np.abs(u_b) < LAMINA_SEED_HALF_WIDTH_MM) & (v_b > -13)
+        lam = ((s_b > p - 0.6 * pitch) & (s_b < p - 0.1 * pitch) & (np.abs(u_b) < LAMINA_SEED_HALF_WIDTH_MM) & (v_b > -16)
                & (v_b < -6) & (edt_b >= 1))
         seed_b[body | ped | lam] = n + 1
     far = ((np.abs(u_b) > OTHER_BONE_LATERAL_MM) | (v_b > OTHER_BONE_ANTERIOR_MM)
