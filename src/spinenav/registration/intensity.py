@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -280,6 +281,7 @@ class _Problem:
         self.centre_w, self.Ra, self.scale = centre_w, Ra, scale
         self.n_eval = 0
         self.depth_weight = 0.0
+        self.penalty: Callable[[NDArray[np.float64]], float] | None = None
 
     def T(self, x: ArrayLike) -> NDArray[np.float64]:
         return pose_from_params(np.asarray(x) * self.scale, self.T_init, self.centre_w, self.Ra)
@@ -297,6 +299,8 @@ class _Problem:
     def __call__(self, x: ArrayLike) -> float:
         # monoplane: a weak prior keeps the ill-determined depth (beam axis) near the start
         prior = self.depth_weight * float(np.asarray(x)[5]) ** 2
+        if self.penalty is not None:  # e.g. multi-level: the neighbours' relative motion beyond bounds
+            prior += float(self.penalty(self.T(x)))
         return -float(np.mean(self.per_shot(x))) + prior
 
 
@@ -326,6 +330,22 @@ def _cma(fun, x0, sigma, bound, maxfevals, seed, popsize=None):
     return np.asarray(es.result.xbest), float(es.result.fbest)
 
 
+@contextmanager
+def _numba_threads(n: int | None) -> Iterator[None]:
+    """Run the block with numba's thread count set to ``n`` (None: unchanged), then restore it."""
+    if n is None:
+        yield
+        return
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
 def register_vertebra(vert: VertebraVolume, shots: Sequence[ShotView], *,
                       T_init_world_from_ct: ArrayLike | None = None, search_mm: float = 20.0,
                       search_rad: float = math.radians(20.0), coarse_pixel_mm: float = 2.4,
@@ -334,7 +354,9 @@ def register_vertebra(vert: VertebraVolume, shots: Sequence[ShotView], *,
                       max_view_disagreement: float = 0.25, seed: int = 0,
                       coarse_evaluations: int = 600, fine_evaluations: int = 250, restarts: int = 1,
                       monoplane_depth_weight: float = 0.05, compute_uncertainty: bool = True,
-                      powell_evaluations: int = 150) -> IntensityResult:
+                      powell_evaluations: int = 150,
+                      penalty: Callable[[NDArray[np.float64]], float] | None = None,
+                      render_threads: int | None = 1) -> IntensityResult:
     """Register one vertebra's CT to one (monoplane) or two (biplane) shots.
 
     Parameters
@@ -360,119 +382,137 @@ def register_vertebra(vert: VertebraVolume, shots: Sequence[ShotView], *,
     monoplane_depth_weight : float
         With one shot, GC penalty ``w (t_depth / search_mm)^2`` that keeps the depth (beam
         axis, barely visible in one projection) near the start.
+    penalty : callable, optional
+        ``penalty(T_world_from_ct) -> float`` added to the cost (-GC) at every evaluation, e.g.
+        the neighbours' relative motion beyond physiological bounds
+        (:func:`spinenav.registration.multilevel.register_levels`). Not part of the reported GC.
+    render_threads : int or None
+        numba threads for the renderer during the registration (default 1; None = leave
+        numba's setting). Each evaluation renders a small region (~100 x 100 px), where the
+        renderer's parallel loop costs more than it saves: on this shared 2-core machine, 2
+        threads took the median biplane registration from 1.6 s to 4.1 s wall and from 1.6 s to
+        5.7 s CPU (benchmarks/bench_register.py, 2026-11-21, load ~2-4).
     """
-    t0 = time.perf_counter()
-    if not 1 <= len(shots) <= 2:
-        raise RegistrationError(f"need one or two shots, got {len(shots)}")
-    T_init = np.eye(4) if T_init_world_from_ct is None else np.asarray(T_init_world_from_ct, dtype=np.float64)
-    if T_init.shape != (4, 4) or not np.all(np.isfinite(T_init)):
-        raise RegistrationError("T_init_world_from_ct must be a finite 4x4 matrix")
-    if not (search_mm > 0 and search_rad > 0):
-        raise RegistrationError("search_mm and search_rad must be > 0")
-    Ra = T_camera_from_world(shots[0].geometry, shots[0].pose)[:3, :3]
-    centre_w = T_init[:3, :3] @ vert.centroid_ct_mm + T_init[:3, 3]
-    scale = np.array([search_rad] * 3 + [search_mm] * 3)
-    pts_init_w = vert.points_ct_mm @ T_init[:3, :3].T + T_init[:3, 3]
+    with _numba_threads(render_threads):
+        t0 = time.perf_counter()
+        if not 1 <= len(shots) <= 2:
+            raise RegistrationError(f"need one or two shots, got {len(shots)}")
+        T_init = np.eye(4) if T_init_world_from_ct is None else np.asarray(T_init_world_from_ct, dtype=np.float64)
+        if T_init.shape != (4, 4) or not np.all(np.isfinite(T_init)):
+            raise RegistrationError("T_init_world_from_ct must be a finite 4x4 matrix")
+        if not (search_mm > 0 and search_rad > 0):
+            raise RegistrationError("search_mm and search_rad must be > 0")
+        Ra = T_camera_from_world(shots[0].geometry, shots[0].pose)[:3, :3]
+        centre_w = T_init[:3, :3] @ vert.centroid_ct_mm + T_init[:3, 3]
+        scale = np.array([search_rad] * 3 + [search_mm] * 3)
+        pts_init_w = vert.points_ct_mm @ T_init[:3, :3].T + T_init[:3, 3]
 
-    def levels_for(pixel_mm: float) -> list[_Level]:
-        out = []
-        for s in shots:
-            iso_px = min(s.geometry.pixel_spacing_mm) / s.geometry.magnification
-            out.append(_downsample(s, pixel_mm / iso_px))
-        return out
+        def levels_for(pixel_mm: float) -> list[_Level]:
+            out = []
+            for s in shots:
+                iso_px = min(s.geometry.pixel_spacing_mm) / s.geometry.magnification
+                out.append(_downsample(s, pixel_mm / iso_px))
+            return out
 
-    # --- coarse, global
-    coarse = levels_for(coarse_pixel_mm)
-    for lv in coarse:
-        lv.set_region(_region_for(lv, pts_init_w, search_mm + region_margin_mm))
-    depth_weight = monoplane_depth_weight if len(shots) == 1 else 0.0
-    fine = levels_for(fine_pixel_mm)
-    n_eval = 0
-    best: tuple[float, NDArray[np.float64], list[float], _Problem] | None = None
-    notes: list[str] = []
-    for attempt in range(1 + max(int(restarts), 0)):
-        prob = _Problem(vert, coarse, T_init, centre_w, Ra, scale)
-        prob.depth_weight = depth_weight
-        x, _ = _cma(prob, np.zeros(6), 0.3, 1.0, coarse_evaluations * (1 + attempt), seed + 1000 * attempt,
-                    popsize=None if attempt == 0 else 16)
-        n_eval += prob.n_eval
-        # --- fine, local
-        T_mid = prob.T(x)
-        pts_w = vert.points_ct_mm @ T_mid[:3, :3].T + T_mid[:3, 3]
-        for lv in fine:
-            lv.set_region(_region_for(lv, pts_w, region_margin_mm))
-        probf = _Problem(vert, fine, T_init, centre_w, Ra, scale)
-        probf.depth_weight = depth_weight
-        x2, f2 = _cma(probf, x, 0.03, 1.05, fine_evaluations, seed, popsize=8)
-        res = minimize(probf, x2, method="Powell",
-                       options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": powell_evaluations, "direc": np.eye(6) * 0.01})
-        x_att = res.x if res.fun <= f2 else x2
-        per_att = probf.per_shot(x_att)
-        n_eval += probf.n_eval
-        gc_att = float(np.mean(per_att))
-        if best is None or gc_att > best[0]:
-            best = (gc_att, x_att, per_att, probf)
-        if gc_att >= gc_threshold:
-            break
-        notes.append(f"attempt {attempt + 1}: GC {gc_att:.3f} below {gc_threshold:.2f}, restarting the global search")
-    gc, x_best, per, probf = best  # type: ignore[misc]
-    probf.n_eval = 0
-    # --- uncertainty: Hessian of -GC at the optimum (central differences, +-1 mm / +-1 deg),
-    # extent of the region where GC is within GC_NOISE of the peak: sqrt(2 GC_NOISE inv(H)_ii)
-    uncertainty: dict[str, Any] = {"not_computed": True}
-    if compute_uncertainty:
-        h = np.array([math.radians(1.0)] * 3 + [1.0] * 3) / scale
-        f0 = -gc
-        H = np.zeros((6, 6))
-        fpm = {}
-        for i in range(6):
-            for sgn in (1, -1):
-                e = np.zeros(6)
-                e[i] = sgn * h[i]
-                fpm[(i, sgn)] = float(-np.mean(probf.per_shot(x_best + e)))
-            H[i, i] = (fpm[(i, 1)] + fpm[(i, -1)] - 2 * f0) / (h[i] * scale[i]) ** 2
-        for i in range(6):
-            for j in range(i + 1, 6):
-                vals = []
-                for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        # --- coarse, global
+        coarse = levels_for(coarse_pixel_mm)
+        for lv in coarse:
+            lv.set_region(_region_for(lv, pts_init_w, search_mm + region_margin_mm))
+        depth_weight = monoplane_depth_weight if len(shots) == 1 else 0.0
+        fine = levels_for(fine_pixel_mm)
+        n_eval = 0
+        best: tuple[float, NDArray[np.float64], list[float], _Problem] | None = None
+        notes: list[str] = []
+        for attempt in range(1 + max(int(restarts), 0)):
+            prob = _Problem(vert, coarse, T_init, centre_w, Ra, scale)
+            prob.depth_weight = depth_weight
+            prob.penalty = penalty
+            x, _ = _cma(prob, np.zeros(6), 0.3, 1.0, coarse_evaluations * (1 + attempt), seed + 1000 * attempt,
+                        popsize=None if attempt == 0 else 16)
+            n_eval += prob.n_eval
+            # --- fine, local
+            T_mid = prob.T(x)
+            pts_w = vert.points_ct_mm @ T_mid[:3, :3].T + T_mid[:3, 3]
+            for lv in fine:
+                lv.set_region(_region_for(lv, pts_w, region_margin_mm))
+            probf = _Problem(vert, fine, T_init, centre_w, Ra, scale)
+            probf.depth_weight = depth_weight
+            probf.penalty = penalty
+            x2, f2 = _cma(probf, x, 0.03, 1.05, fine_evaluations, seed, popsize=8)
+            res = minimize(probf, x2, method="Powell",
+                           options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": powell_evaluations,
+                                    "direc": np.eye(6) * 0.01})
+            x_att = res.x if res.fun <= f2 else x2
+            per_att = probf.per_shot(x_att)
+            n_eval += probf.n_eval
+            gc_att = float(np.mean(per_att))
+            if best is None or gc_att > best[0]:
+                best = (gc_att, x_att, per_att, probf)
+            if gc_att >= gc_threshold:
+                break
+            notes.append(f"attempt {attempt + 1}: GC {gc_att:.3f} below {gc_threshold:.2f}, "
+                         "restarting the global search")
+        gc, x_best, per, probf = best  # type: ignore[misc]
+        probf.n_eval = 0
+        # --- uncertainty: Hessian of -GC at the optimum (central differences, +-1 mm / +-1 deg),
+        # extent of the region where GC is within GC_NOISE of the peak: sqrt(2 GC_NOISE inv(H)_ii)
+        uncertainty: dict[str, Any] = {"not_computed": True}
+        if compute_uncertainty:
+            h = np.array([math.radians(1.0)] * 3 + [1.0] * 3) / scale
+            f0 = -gc
+            H = np.zeros((6, 6))
+            fpm = {}
+            for i in range(6):
+                for sgn in (1, -1):
                     e = np.zeros(6)
-                    e[i], e[j] = si * h[i], sj * h[j]
-                    vals.append(float(-np.mean(probf.per_shot(x_best + e))))
-                H[i, j] = H[j, i] = (vals[0] - vals[1] - vals[2] + vals[3]) / (4 * h[i] * scale[i] * h[j] * scale[j])
-        w, V = np.linalg.eigh(H)
-        if np.all(w > 0):
-            half = list(np.sqrt(2 * GC_NOISE * np.diag(V @ np.diag(1.0 / w) @ V.T)))
-        else:  # flat or saddle along some direction: unbounded there
-            half = [math.inf] * 6
-            notes.append(f"similarity not peaked in every direction (Hessian eigenvalues {np.round(w, 5).tolist()})")
-        uncertainty = {"rot_deg": [math.degrees(a) for a in half[:3]], "trans_mm": [float(a) for a in half[3:]],
-                       "axes": ["u (image right)", "v (image down)", "beam (depth)"]}
-    n_eval += probf.n_eval
-    T_best = probf.T(x_best)
-    # --- checks
-    reasons = []
-    coverage = 1.0
-    pts_best = vert.points_ct_mm @ T_best[:3, :3].T + T_best[:3, 3]
-    for s in shots:
-        uv = project_points(projection_matrix(s.geometry, s.pose), pts_best)
-        inside = np.all(np.isfinite(uv), axis=1)
-        uvr = np.round(uv[inside]).astype(int)
-        inside_det = (uvr[:, 0] >= 0) & (uvr[:, 0] < s.geometry.cols) & (uvr[:, 1] >= 0) & (uvr[:, 1] < s.geometry.rows)
-        valid = _valid_mask(s.image)
-        hit = np.zeros(len(pts_best), bool)
-        ok_idx = np.flatnonzero(inside)[inside_det]
-        hit[ok_idx] = valid[uvr[inside_det, 1], uvr[inside_det, 0]]
-        coverage = min(coverage, float(hit.mean()))
-    if coverage < min_coverage:
-        reasons.append(f"vertebra cut off: only {coverage:.0%} of it projects onto the image")
-    if gc < gc_threshold:
-        reasons.append(f"gradient correlation {gc:.3f} < {gc_threshold:.2f}: the DRR does not match the shot "
-                       "(wrong level, start outside the capture range, or the vertebra is hidden)")
-    if np.any(np.abs(x_best) > 0.98):  # the depth too: a monoplane depth at the bound is not trustworthy
-        reasons.append("the solution is at the edge of the search range: start closer to the vertebra")
-    if len(per) == 2 and abs(per[0] - per[1]) > max_view_disagreement:
-        reasons.append(f"the two views disagree (GC {per[0]:.2f} vs {per[1]:.2f})")
-    T_carm = T_camera_from_world(shots[0].geometry, shots[0].pose) @ T_best
-    return IntensityResult(vert.level, T_best, T_carm, gc, tuple(float(p) for p in per), uncertainty, coverage,
-                           ok=not reasons, reason="; ".join(reasons), n_evaluations=n_eval,
-                           seconds=time.perf_counter() - t0, seed=seed, notes=tuple(notes))
+                    e[i] = sgn * h[i]
+                    fpm[(i, sgn)] = float(-np.mean(probf.per_shot(x_best + e)))
+                H[i, i] = (fpm[(i, 1)] + fpm[(i, -1)] - 2 * f0) / (h[i] * scale[i]) ** 2
+            for i in range(6):
+                for j in range(i + 1, 6):
+                    vals = []
+                    for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                        e = np.zeros(6)
+                        e[i], e[j] = si * h[i], sj * h[j]
+                        vals.append(float(-np.mean(probf.per_shot(x_best + e))))
+                    H[i, j] = H[j, i] = ((vals[0] - vals[1] - vals[2] + vals[3])
+                                         / (4 * h[i] * scale[i] * h[j] * scale[j]))
+            w, V = np.linalg.eigh(H)
+            if np.all(w > 0):
+                half = list(np.sqrt(2 * GC_NOISE * np.diag(V @ np.diag(1.0 / w) @ V.T)))
+            else:  # flat or saddle along some direction: unbounded there
+                half = [math.inf] * 6
+                notes.append("similarity not peaked in every direction "
+                             f"(Hessian eigenvalues {np.round(w, 5).tolist()})")
+            uncertainty = {"rot_deg": [math.degrees(a) for a in half[:3]], "trans_mm": [float(a) for a in half[3:]],
+                           "axes": ["u (image right)", "v (image down)", "beam (depth)"]}
+        n_eval += probf.n_eval
+        T_best = probf.T(x_best)
+        # --- checks
+        reasons = []
+        coverage = 1.0
+        pts_best = vert.points_ct_mm @ T_best[:3, :3].T + T_best[:3, 3]
+        for s in shots:
+            uv = project_points(projection_matrix(s.geometry, s.pose), pts_best)
+            inside = np.all(np.isfinite(uv), axis=1)
+            uvr = np.round(uv[inside]).astype(int)
+            inside_det = ((uvr[:, 0] >= 0) & (uvr[:, 0] < s.geometry.cols) & (uvr[:, 1] >= 0)
+                          & (uvr[:, 1] < s.geometry.rows))
+            valid = _valid_mask(s.image)
+            hit = np.zeros(len(pts_best), bool)
+            ok_idx = np.flatnonzero(inside)[inside_det]
+            hit[ok_idx] = valid[uvr[inside_det, 1], uvr[inside_det, 0]]
+            coverage = min(coverage, float(hit.mean()))
+        if coverage < min_coverage:
+            reasons.append(f"vertebra cut off: only {coverage:.0%} of it projects onto the image")
+        if gc < gc_threshold:
+            reasons.append(f"gradient correlation {gc:.3f} < {gc_threshold:.2f}: the DRR does not match the shot "
+                           "(wrong level, start outside the capture range, or the vertebra is hidden)")
+        if np.any(np.abs(x_best) > 0.98):  # the depth too: a monoplane depth at the bound is not trustworthy
+            reasons.append("the solution is at the edge of the search range: start closer to the vertebra")
+        if len(per) == 2 and abs(per[0] - per[1]) > max_view_disagreement:
+            reasons.append(f"the two views disagree (GC {per[0]:.2f} vs {per[1]:.2f})")
+        T_carm = T_camera_from_world(shots[0].geometry, shots[0].pose) @ T_best
+        return IntensityResult(vert.level, T_best, T_carm, gc, tuple(float(p) for p in per), uncertainty, coverage,
+                               ok=not reasons, reason="; ".join(reasons), n_evaluations=n_eval,
+                               seconds=time.perf_counter() - t0, seed=seed, notes=tuple(notes))

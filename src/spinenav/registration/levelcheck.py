@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,8 +35,9 @@ from spinenav.anatomy.labels import level_name, level_order
 from spinenav.fluoro.carm import project_points, projection_matrix
 from spinenav.fluoro.drr import Spectrum, prepare_attenuation, render_line_integrals
 from spinenav.imaging.volume import Volume
-from spinenav.registration.intensity import (DEFAULT_GC_THRESHOLD, RegistrationError, ShotView, VertebraVolume,
-                                             _downsample, moved_attenuation, prepare_vertebra, register_vertebra)
+from spinenav.registration.intensity import (DEFAULT_GC_THRESHOLD, IntensityResult, RegistrationError, ShotView,
+                                             VertebraVolume, _downsample, moved_attenuation, prepare_vertebra,
+                                             register_vertebra)
 from spinenav.registration.similarity import gradient_correlation
 
 #: GC margin between the winner and the runner-up below which the level check refuses: on the
@@ -269,3 +271,83 @@ def marker_footprint(spine: SpineVolume, level: str, T_world_from_ct: NDArray[np
     mask = np.zeros((g.rows, g.cols), bool)
     mask[uv[ok, 1], uv[ok, 0]] = True
     return binary_dilation(mask, iterations=2)
+
+
+#: GC margin by which the registered level's neighbour context must beat the context shifted
+#: by one level (``confirm_level``). Calibrated on few phantom cases only (tests and
+#: benchmarks/bench_register.py print the margins): to recalibrate on more data.
+DEFAULT_CONTEXT_MARGIN = 0.02
+
+
+def _level_to_level(spine: SpineVolume, moving: str, fixed: str) -> NDArray[np.float64]:
+    """CT-frame rigid map of level ``moving`` onto level ``fixed`` (ICP of their points, started
+    from the centroid shift); identity for the same level."""
+    from spinenav.registration.points import icp_register
+
+    if moving == fixed:
+        return np.eye(4)
+    key = (moving, fixed)
+    cache = _LEVEL_MAPS.setdefault(spine, {})
+    if key not in cache:
+        S = np.eye(4)
+        S[:3, 3] = spine.level_centroids_ct_mm[fixed] - spine.level_centroids_ct_mm[moving]
+        r = icp_register(spine.level_points_ct_mm[moving], spine.level_points_ct_mm[fixed], T_init=S,
+                         max_iterations=50, max_rms_mm=5.0)
+        cache[key] = r.T_fixed_from_moving
+    return cache[key]
+
+
+#: per spine (weakly held): (moving, fixed) -> the level-to-level map
+_LEVEL_MAPS: weakref.WeakKeyDictionary[SpineVolume, dict[tuple[str, str], NDArray[np.float64]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def confirm_level(result: IntensityResult, spine: SpineVolume, shots: Sequence[ShotView], *,
+                  context_levels: int = 2, min_margin: float = DEFAULT_CONTEXT_MARGIN,
+                  pixel_mm: float = 1.5) -> IntensityResult:
+    """Wrong-level detector for a single-vertebra registration: do the neighbours agree?
+
+    A vertebra registered onto its neighbour matches it about as well as its own image (the
+    vertebrae look alike: ``result.similarity`` cannot tell), but its neighbours then sit one
+    level off. With ``T`` the registered pose of level V (index i in the spine), the
+    hypothesis "the structure V was registered on is really level i+k" puts the CT at
+    ``T_k = T @ A_k``, ``A_k`` the rigid map of level i+k onto V in the CT (ICP of their
+    points from the centroid shift: it carries the spine's curvature, so that under the right
+    hypothesis the whole context falls back in place, not rotated by the lordosis). For
+    k = -1, 0, +1 the levels i-``context_levels``..i+``context_levels`` that the CT has are
+    rendered together at ``T_k`` and scored by the gradient correlation with each shot over
+    the whole detector (binned to ``pixel_mm``), averaged over the shots. The registration is
+    confirmed when the k = 0 context beats both shifted ones by ``min_margin``; otherwise the
+    result is returned with ``ok=False`` and the reason (the level is ambiguous or wrong:
+    check it with :func:`check_level` or register the neighbours too,
+    :func:`spinenav.registration.multilevel.register_levels`).
+
+    The context scores are added to ``result.notes``. Assumes the neighbours moved little
+    relative to V (a few mm / degrees): their own motion lowers every hypothesis' score alike.
+    """
+    if result.level not in spine.vertebrae:
+        raise RegistrationError(f"level {result.level!r} is not in the spine (has {sorted(spine.vertebrae)})")
+    order = sorted(spine.vertebrae, key=level_order)
+    i = order.index(result.level)
+    scores: dict[int, float] = {}
+    for k in (-1, 0, 1):
+        if not 0 <= i + k < len(order):
+            continue
+        T_k = result.T_world_from_ct @ _level_to_level(spine, order[i + k], result.level)
+        names = [order[j] for j in range(max(i + k - context_levels, 0), min(i + k + context_levels + 1, len(order)))]
+        scores[k] = float(np.mean([_composite_gc(spine, {n: T_k for n in names}, s, pixel_mm) for s in shots]))
+    others = {k: v for k, v in scores.items() if k != 0}
+    note = "neighbour context GC (shift in levels: GC) " + ", ".join(f"{k:+d}: {v:.3f}"
+                                                                  for k, v in sorted(scores.items()))
+    if not others:
+        return replace(result, notes=result.notes + (note + "; no neighbour in the CT to check the level",))
+    k_best = max(others, key=lambda k: others[k])
+    margin = scores[0] - others[k_best]
+    if margin >= min_margin:
+        return replace(result, notes=result.notes + (f"{note}; level confirmed (margin {margin:.3f})",))
+    where = "cranial" if k_best < 0 else "caudal"
+    why = (f"wrong level suspected: the neighbours fit better (or as well) if the vertebra found is "
+           f"{order[i + k_best]}, one level {where} (context GC {others[k_best]:.3f} vs {scores[0]:.3f}, "
+           f"margin {margin:.3f} < {min_margin:.3f})")
+    return replace(result, ok=False, reason="; ".join(x for x in (result.reason, why) if x),
+                   notes=result.notes + (note,))
