@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from spinenav.errors import SpinenavError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_json_document(path: str | os.PathLike[str], *, schema: str, error: type[SpinenavError],
@@ -29,3 +33,15 @@ def read_json_document(path: str | os.PathLike[str], *, schema: str, error: type
     if found != schema:
         raise error(f"{p}: schema is {found!r}, expected {schema!r}" + (f"; {remedy}" if remedy else ""))
     return data
+
+
+def load_json_model(path: str | os.PathLike[str], model: type[M], *, schema: str, error: type[SpinenavError],
+                    remedy: str = "") -> M:
+    """:func:`read_json_document`, then validated as the pydantic `model` (``error`` names the
+    file and the first problems when a field does not match)."""
+    data = read_json_document(path, schema=schema, error=error, remedy=remedy)
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        lines = str(exc).splitlines()
+        raise error(f"{Path(path)}: does not match {schema} ({' '.join(lines[:3])})") from exc

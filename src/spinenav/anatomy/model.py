@@ -16,13 +16,12 @@ when it is doubtful; a missing value is ``null`` with the reason, never a NaN.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spinenav.documents import read_json_document
+from spinenav.documents import load_json_model
 from spinenav.errors import SpinenavError
 
 SCHEMA = "spinenav.spine/1"
@@ -363,11 +362,5 @@ def load_spine_model(path: str | os.PathLike[str]) -> SpineModel:
     SpineModelSchemaError
         Missing or unreadable file, another schema version, or fields that do not match.
     """
-    p = Path(path)
-    data = read_json_document(p, schema=SCHEMA, error=SpineModelSchemaError,
-                              remedy="re-run 'spinenav segment' with this version of spinenav")
-    try:
-        return SpineModel.model_validate(data)
-    except ValueError as exc:
-        lines = str(exc).splitlines()
-        raise SpineModelSchemaError(f"{p}: does not match {SCHEMA} ({' '.join(lines[:3])})") from exc
+    return load_json_model(path, SpineModel, schema=SCHEMA, error=SpineModelSchemaError,
+                           remedy="re-run 'spinenav segment' with this version of spinenav")

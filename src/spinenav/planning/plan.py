@@ -19,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from spinenav.documents import read_json_document
+from spinenav.documents import load_json_model
 from spinenav.anatomy.model import SpineModel
 from spinenav.errors import SpinenavError
 
@@ -413,14 +412,8 @@ def load_plan(path: str | os.PathLike[str]) -> SurgicalPlan:
     PlanSchemaError
         Missing or unreadable file, another schema version, or fields that do not match.
     """
-    p = Path(path)
-    data = read_json_document(p, schema=SCHEMA, error=PlanSchemaError,
-                              remedy="re-run 'spinenav plan' with this version of spinenav")
-    try:
-        return SurgicalPlan.model_validate(data)
-    except ValueError as exc:
-        lines = str(exc).splitlines()
-        raise PlanSchemaError(f"{p}: does not match {SCHEMA} ({' '.join(lines[:3])})") from exc
+    return load_json_model(path, SurgicalPlan, schema=SCHEMA, error=PlanSchemaError,
+                           remedy="re-run 'spinenav plan' with this version of spinenav")
 
 
 def schema_text() -> str:
