@@ -87,7 +87,7 @@ def test_view_renders_an_image(spine_l3s1, attenuation_l3s1):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="ap", level="C2"), "not in the spine model"),
+    (dict(kind="ap", level="C2"), "level C2 is not in view"),
     (dict(kind="sideways", level="L4"), "view must be one of"),
     (dict(kind="bullseye", level="L4"), "needs a screw"),
     (dict(kind="ap", level="L4", endplate="middle"), "endplate must be"),

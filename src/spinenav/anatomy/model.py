@@ -344,6 +344,22 @@ class SpineModel(_Model):
                 return v
         raise KeyError(f"no vertebra {name!r} (have {[v.name for v in self.vertebrae]})")
 
+    def require_levels(self, names: list[str], error: type[SpinenavError]) -> None:
+        """Raise `error` naming the levels of `names` not in this model and those that are."""
+        have = [v.name for v in self.vertebrae]
+        missing = [n for n in names if n not in have]
+        if missing:
+            raise error(f"level {', '.join(missing)} is not in view (the CT shows {', '.join(have) or 'no vertebra'})")
+
+    def landmarks_of(self, name: str, error: type[SpinenavError], purpose: str) -> VertebraLandmarks:
+        """The landmarks of vertebra `name`, or `error` saying it is not in view or had none
+        found (`purpose`: what cannot be done without them, e.g. "no screw can be planned")."""
+        self.require_levels([name], error)
+        lm = self.vertebra(name).landmarks
+        if lm is None:
+            raise error(f"{name}: no landmarks were found on this vertebra, so {purpose}")
+        return lm
+
     def disc(self, name: str) -> Disc:
         for d in self.discs:
             if d.name == name:

@@ -96,14 +96,7 @@ def _unit(v: ArrayLike) -> NDArray[np.float64]:
 
 
 def _landmarks(spine: SpineModel, level: str) -> VertebraLandmarks:
-    try:
-        v = spine.vertebra(level)
-    except KeyError:
-        raise ViewError(f"level {level!r} is not in the spine model (have "
-                        f"{', '.join(x.name for x in spine.vertebrae)})") from None
-    if v.landmarks is None:
-        raise ViewError(f"{level}: no landmarks were found, so no view can be aimed at it")
-    return v.landmarks
+    return spine.landmarks_of(level, ViewError, "no view can be aimed at it")
 
 
 def _endplate_normal(lm: VertebraLandmarks, endplate: str, notes: list[str]) -> NDArray[np.float64]:

@@ -80,10 +80,7 @@ def disc_geometry(spine: SpineModel, disc: str) -> DiscGeometry:
     up, sep, low = disc.partition("-")
     if not sep:
         raise PlanningError(f"{disc!r} is not a disc level: give two adjacent vertebrae, e.g. L4-L5")
-    have = [v.name for v in spine.vertebrae]
-    for lv in (up, low):
-        if lv not in have:
-            raise PlanningError(f"level {lv} is not in view (the CT shows {', '.join(have) or 'no vertebra'})")
+    spine.require_levels([up, low], PlanningError)
     vu, vl = spine.vertebra(up), spine.vertebra(low)
     if vu.landmarks is None or vl.landmarks is None:
         raise PlanningError(f"{disc}: the landmarks of {up} or {low} were not found; no access can be planned")

@@ -124,11 +124,7 @@ def plan_procedure(ct: Volume, spine: SpineModel, labels: Volume, *, levels: str
         "tube_diameter_mm": {**catalogue.tube_default_mm, **params.tube_diameter_mm},
         "bilateral_over_the_top": over_the_top, "catalogue": catalogue.label})
     names = parse_levels(levels)
-    have = [v.name for v in spine.vertebrae]
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise PlanningError(f"level {', '.join(missing)} is not in view (the CT shows "
-                            f"{', '.join(have) or 'no vertebra'})")
+    spine.require_levels(names, PlanningError)
     sides = ["left", "right"] if side == "both" else [side]
     discs = [f"{a}-{b}" for a, b in zip(names, names[1:])]
     if procedure != "screws" and not discs:

@@ -265,13 +265,8 @@ class ScrewContext:
 
 def screw_context(labels: Volume, spine: SpineModel, level: str, *, ct: Volume | None = None,
                   bone_ids: list[int] | None = None) -> ScrewContext:
-    try:
-        v = spine.vertebra(level)
-    except KeyError:
-        raise PlanningError(f"level {level} is not in view (the CT shows "
-                            f"{', '.join(x.name for x in spine.vertebrae) or 'no vertebra'})") from None
-    if v.landmarks is None:
-        raise PlanningError(f"{level}: no landmarks were found on this vertebra, so no screw can be planned")
+    spine.landmarks_of(level, PlanningError, "no screw can be planned")
+    v = spine.vertebra(level)
     arr = np.asarray(labels.array)
     mask = arr == v.label_id
     if not mask.any():
