@@ -647,7 +647,6 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         rest[tuple(sac_idx[below].T)] = True
         labels[rest] = 0  # temporarily
         labels[labels >= 1] += 1  # make room: 1 = sacrum below S1, 2 = S1, 3.. = L5 upwards
-        labels[labels == other + 1] = other + 1
         labels[rest] = 1
         other += 1
         n_vert += 1
