@@ -23,7 +23,9 @@ The route, stage by stage (each stage records how sure it is in :class:`BuiltinT
    between its discs, its pedicles, and the innermost lamina just behind the canal below its
    pedicles (the lamina above overlaps it posteriorly). Bone far lateral, anterior or
    posterior (ribs, sternum, scapulae, pelvis) is seeded as "other".
-7. **Clean-up**: per vertebra a closing and slice-wise hole filling (canal kept open).
+7. **Clean-up**: per vertebra a closing and hole filling, axial slice by slice and then in
+   sagittal and coronal planes (canal kept open); rib heads split off at their joints; of each
+   vertebra only its largest connected piece is kept.
 
 Vertebrae are numbered 1..N from caudal to cranial; naming them is
 :mod:`spinenav.anatomy.levels`' job, from the evidence recorded here (ribs, sacrum).
@@ -77,6 +79,10 @@ LAMINA_SEED_HALF_WIDTH_MM = 13.0
 #: The disc profile is sampled this far in front of the canal's centre (mm), within 4 mm:
 #: inside the small upper-thoracic bodies too (posterior wall ~8 mm, AP depth ~16 mm).
 BODY_PROFILE_DEPTH_MM = 15.0
+#: Around each disc's centre, +-this (mm along the canal) belongs to no vertebra unless it is
+#: bright bone (> 250 HU): the 5 mm band lies well inside a lumbar disc (mean height 8.8 mm,
+#: clinical-reference.md 7.2 [DH-METHODS]).
+DISC_BAND_HALF_MM = 2.5
 #: A disc's dark band (HU below the darker of its two endplates) is too faint to place it
 #: under DISC_FAINT_HU; bands of DISC_CLEAR_HU or more tell where this spine's discs sit.
 DISC_FAINT_HU, DISC_CLEAR_HU = 10.0, 20.0
@@ -96,9 +102,6 @@ RIB_MAX_VOXELS_1MM = 20000
 #: far in front of the canal's centre is a rib's head or neck, not the vertebra.
 RIB_NECK_MARGIN_MM = 3.0
 RIB_NECK_MIN_V_MM = -3.0
-#: Beside a vertebra with a rib found on that side, the rib's neck reaches back to the
-#: transverse process: cut from this far behind the canal's centre (mm).
-RIB_NECK_MIN_V_RIB_SIDE_MM = -7.0
 #: Rib heads are split off at the joints outside this distance from the canal's midline (mm).
 RIB_SPLIT_CORE_MM = 12.0
 
@@ -399,7 +402,37 @@ def _fill_marrow(labels: NDArray, n_vert: int, cz: NDArray, canal_zone: NDArray,
                     f[hl == hl[ci, cj]] = False
                 add |= f
             m[:, :, kk] |= add & (sm[sl][:, :, kk] > -50)
-        sub[m & (sub == 0) & ~canal_zone[sl]] = n
+        # the marrow left open in every axial slice (a wide basivertebral foramen, a posterior
+        # wall thinner than the grid) is still enclosed in 3D: by the endplates above and
+        # below in sagittal and coronal planes
+        for axis in (0, 1):
+            closed = np.moveaxis(m, axis, 0)
+            for ii in range(closed.shape[0]):
+                f = ndi.binary_fill_holes(closed[ii]) & ~closed[ii]
+                closed[ii] |= f
+        sub[m & (sub == 0) & ~canal_zone[sl] & (sm[sl] > -50)] = n
+
+
+def _keep_largest_piece(labels: NDArray, ids: list[int], other: int) -> None:
+    """Give every piece of each vertebra in `ids` but its largest (26-connected) to "other",
+    in place.
+
+    A vertebra is one bone: pieces the watershed and the hole filling leave apart from it are
+    something else: a contrast-filled vessel beside the body, a rib head cut off at its joint, a
+    fragment of the neighbour across a disc (the sacrum, several fused pieces and the coccyx, is
+    not passed here).
+    """
+    objects = ndi.find_objects(labels)
+    for n in ids:
+        if n - 1 >= len(objects) or objects[n - 1] is None:
+            continue
+        sub = labels[objects[n - 1]]
+        comp, k = ndi.label(sub == n, structure=np.ones((3, 3, 3), bool))
+        if k < 2:
+            continue
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        sub[(comp > 0) & (comp != int(sizes.argmax()))] = other
 
 
 def _split_rib_heads(labels: NDArray, other: int, ribs: NDArray, sm: NDArray, u_img: NDArray,
@@ -433,8 +466,7 @@ def _split_rib_heads(labels: NDArray, other: int, ribs: NDArray, sm: NDArray, u_
 
 
 def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_img: NDArray, *,
-                   sacral: int, min_v_mm: float = RIB_NECK_MIN_V_MM,
-                   sides: list[list[bool]] | None = None) -> None:
+                   sacral: int, sides: list[list[bool]] | None = None) -> None:
     """Give bone lateral to a vertebral body and in front of the pedicles to "other", in place.
 
     The watershed follows a rib's head and neck into the vertebra they touch (costovertebral
@@ -455,7 +487,7 @@ def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_i
         if mid.sum() < 200:
             continue
         half_width = float(np.percentile(np.abs(u[mid]), 97))
-        cut = m & (v > min_v_mm) & (np.abs(u) > half_width + RIB_NECK_MARGIN_MM)
+        cut = m & (v > RIB_NECK_MIN_V_MM) & (np.abs(u) > half_width + RIB_NECK_MARGIN_MM)
         if sides is not None:  # u < 0 is the patient's left
             cut &= ((u < 0) & sides[n - 1][0]) | ((u > 0) & sides[n - 1][1])
         labels[sl][cut] = other
@@ -608,7 +640,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     mask = bone.copy()
     disc_band = np.zeros(len(s_b), bool)
     for d in discs:
-        disc_band |= (np.abs(s_b - d) < 2.5) & (np.abs(u_b) < 22) & (v_b > 6) & (v_b < 60)
+        disc_band |= (np.abs(s_b - d) < DISC_BAND_HALF_MM) & (np.abs(u_b) < 22) & (v_b > 6) & (v_b < 60)
     canal_zone = (np.hypot(u_b, v_b) < 6)
     drop = (disc_band & (sm[bone] < 250)) | (canal_zone & (sm[bone] < 150))
     mask_b = ~drop
@@ -668,6 +700,10 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     # each rib belongs to the vertebra at its medial end (a rib passing a transverse process
     # further along its shaft does not make that vertebra rib-bearing)
     rib_sides = [[False, False] for _ in range(n_vert)]
+    # where a rib's head or neck is split off: every side a rib touches, including ribs merged
+    # with their neighbours or the scapula across thick slices (no use for naming, but a rib all
+    # the same: thin, long, lateral)
+    split_sides = [[False, False] for _ in range(n_vert)]
     boxes = ndi.find_objects(comp)
     for c in np.flatnonzero(rib_comp):
         box = tuple(slice(max(sl.start - 6, 0), sl.stop + 6) for sl in boxes[c - 1])
@@ -676,6 +712,11 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
             part = comp_c & (u_c * sign > 0)
             if part.sum() < 50:
                 continue
+            near = (ndi.binary_dilation(part, iterations=3) & (lab_c >= 1) & (lab_c <= n_vert)
+                    & (np.abs(u_c) >= RIB_SPLIT_CORE_MM))
+            for owner in np.flatnonzero(np.bincount(lab_c[near], minlength=n_vert + 1) >= 5):
+                if owner >= 1:
+                    split_sides[owner - 1][side] = True
             medial_u = np.abs(u_c[part]).min()
             crosses_midline = bool(np.any(comp_c & (u_c * sign < -3.0)))
             if not (RIB_HEAD_U_MM[0] <= medial_u <= RIB_HEAD_U_MM[1]) or crosses_midline \
@@ -687,9 +728,15 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
                 owner = int(np.bincount(lab_c[touch]).argmax())
                 rib_sides[owner - 1][side] = True
 
+    # again on the rib sides, after the hole filling (it closes the gap between a body and a rib
+    # head): only in front of the pedicles, as for every vertebra. The thoracic transverse
+    # processes leave from beside the canal's centre; the rib's neck, reaching back to them, is
+    # split off at the costotransverse joint by intensity (_split_rib_heads)
     _cut_rib_necks(labels, n_vert, other, u_img, v_img, sacral=2 if kinds[0] == "sacrum" else 0,
-                   min_v_mm=RIB_NECK_MIN_V_RIB_SIDE_MM, sides=rib_sides)
-    _split_rib_heads(labels, other, np.isin(comp, np.flatnonzero(rib_comp)), sm, u_img, rib_sides)
+                   sides=rib_sides)
+    _split_rib_heads(labels, other, np.isin(comp, np.flatnonzero(rib_comp)), sm, u_img,
+                     [[a or b for a, b in zip(r, t)] for r, t in zip(rib_sides, split_sides)])
+    _keep_largest_piece(labels, [n + 1 for n in range(n_vert) if kinds[n] != "sacrum"], other)
     verts = []
     counts = np.bincount(labels.ravel(), minlength=other + 1)
     # voxels of the working grid outside the CT (or on the grid's border) mark a cut vertebra
