@@ -58,30 +58,38 @@ def _shot_view(path: Path, *, bone_dark: bool | None, lao_deg: float | None, cra
     return ShotView(as_attenuation_image(shot.image, bone_bright=bright), shot.geometry, pose), shot
 
 
-def _overlay_png(path: Path, shot_view: Any, vert: Any, T_world_from_ct: Any, title: str) -> None:
-    """The shot with the registered vertebra's DRR edges drawn over it (atomic PNG)."""
+def _overlay_png(path: Path, shot_view: Any, verts: Any, poses: Any, results: Any) -> None:
+    """The shot with each registered vertebra's outline (its DRR's footprint at the pose found)
+    drawn over it, one colour per level, named, with ok / NOT OK (atomic PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from skimage.feature import canny
+    from skimage.measure import find_contours
 
     from spinenav.atomic import atomic_output
     from spinenav.fluoro.drr import render_line_integrals, to_display
     from spinenav.registration.intensity import moved_attenuation
 
-    drr = render_line_integrals(moved_attenuation(vert.attenuation, T_world_from_ct), shot_view.geometry,
-                                shot_view.pose)
-    edges = canny(drr / max(float(drr.max()), 1e-6), sigma=1.5, low_threshold=0.05, high_threshold=0.15)
     g = shot_view.geometry
     scale = max(1.0, 512.0 / g.cols)
     fig = plt.figure(figsize=(g.cols * scale / 100, g.rows * scale / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(to_display(shot_view.image), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    rgba = np.zeros((*edges.shape, 4))
-    rgba[edges] = (0.1, 1.0, 0.2, 1.0)
-    ax.imshow(rgba, interpolation="nearest")
-    ax.text(4, 12, title, color="yellow", fontsize=8)
+    colours = ("#33ff55", "#33ccff", "#ffcc33", "#ff66cc", "#cc99ff")
+    for i, (vert, T_world_from_ct, res) in enumerate(zip(verts, poses, results)):
+        drr = render_line_integrals(moved_attenuation(vert.attenuation, T_world_from_ct), g, shot_view.pose)
+        if not drr.max() > 0:
+            continue
+        col = colours[i % len(colours)] if res.ok else "#ff3333"
+        for c in find_contours(drr, 0.15 * float(drr.max())):
+            if len(c) > 20:
+                ax.plot(c[:, 1], c[:, 0], color=col, lw=1.2)
+        rr, cc = np.nonzero(drr > 0.15 * float(drr.max()))
+        ax.text(float(cc.max()) + 4, float(rr.mean()), f"{vert.level} {'ok' if res.ok else 'NOT OK'}\nGC {res.similarity:.2f}",
+                color=col, fontsize=8, va="center")
+    ax.set_xlim(-0.5, g.cols - 0.5)
+    ax.set_ylim(g.rows - 0.5, -0.5)
     ax.axis("off")
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=100)
@@ -93,9 +101,11 @@ def register(
     ct: Annotated[Path, typer.Argument(exists=True, help="The patient's CT (file or DICOM folder).")],
     shot: Annotated[Path, typer.Argument(exists=True, help="C-arm shot: DICOM, or PNG/TIFF with its JSON sidecar.")],
     shot2: Annotated[Optional[Path], typer.Argument(exists=True, help="Second shot (biplane), e.g. the lateral.")] = None,
-    level: Annotated[str, typer.Option(help="Vertebra to register, e.g. L4.")] = ...,  # type: ignore[assignment]
+    level: Annotated[str, typer.Option(help="Vertebra to register, e.g. L4; several adjacent ones 'L3,L4' (multi-level).")] = ...,  # type: ignore[assignment]
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (poses JSON + overlay PNGs).")] = ...,  # type: ignore[assignment]
     labels: Annotated[Optional[Path], typer.Option(exists=True, help="Vertebra label map (TotalSegmentator ids); default: segment now.")] = None,
+    method: Annotated[str, typer.Option(help="'context': the whole patient first, then the vertebra against the shot minus its background (default); 'vertebra': the masked vertebra alone.")] = "context",
+    confirm: Annotated[bool, typer.Option("--confirm-level/--no-confirm-level", help="Check that the neighbours agree with the level found (wrong-level detector; needs them in the label map).")] = True,
     init_lao_deg: Annotated[Optional[float], typer.Option(help="Override the first shot's primary (LAO+) angle, deg.")] = None,
     init_cranial_deg: Annotated[Optional[float], typer.Option(help="Override the first shot's secondary (cranial+) angle, deg.")] = None,
     init_offset_mm: Annotated[str, typer.Option(help="Starting CT->world translation 'x,y,z' (LPS mm).")] = "0,0,0",
@@ -104,16 +114,22 @@ def register(
     bone_dark: Annotated[Optional[bool], typer.Option("--bone-dark/--bone-bright", help="Shot polarity (default: bone bright for spinenav DRRs, dark otherwise).")] = None,
     seed: Annotated[int, typer.Option(help="Optimiser seed (recorded).")] = 0,
 ) -> None:
-    """Register one vertebra of the CT to one shot (monoplane) or two (biplane).
+    """Register vertebrae of the CT to one shot (monoplane) or two (biplane).
 
-    Writes DIR/registration.json (T_world_from_ct and T_carm_from_ct of the vertebra, the
-    gradient correlation, the uncertainty, ok and the reason) and DIR/overlay_1.png (and _2):
-    the registered DRR's edges (green) over each shot. Exit code 0 even when the registration
-    is not trusted: read 'ok' (printed).
+    Writes DIR/registration.json (per level: T_world_from_ct and T_carm_from_ct, the gradient
+    correlation, the uncertainty, ok and the reason; with several levels also their relative
+    motion) and DIR/overlay_1.png (and _2): each registered vertebra's outline over each shot
+    (red where not ok).
+    Exit code 0 even when the registration is not trusted: read 'ok' (printed).
     """
+    from spinenav.anatomy.labels import normalize_level
     from spinenav.atomic import atomic_folder, write_json_atomic
     from spinenav.imaging import read_volume
+    from spinenav.registration.incontext import (prepare_patient, register_levels_in_context,
+                                                 register_vertebra_in_context)
     from spinenav.registration.intensity import prepare_vertebra, register_vertebra
+    from spinenav.registration.levelcheck import confirm_level, prepare_spine
+    from spinenav.registration.multilevel import register_levels
 
     with handled():
         try:
@@ -123,29 +139,62 @@ def register(
             raise SpinenavError(f"--init-offset-mm must be 'x,y,z' in mm, got {init_offset_mm!r}") from None
         if not (search_mm > 0 and 0 < search_deg <= 45):
             raise SpinenavError("--search-mm must be > 0 and --search-deg within (0, 45]")
+        if method not in ("context", "vertebra"):
+            raise SpinenavError(f"--method must be 'context' or 'vertebra', got {method!r}")
+        names = [normalize_level(x.strip()) or x.strip() for x in level.split(",") if x.strip()]
+        if not names or len(set(names)) != len(names):
+            raise SpinenavError(f"--level must name one or more different vertebrae, got {level!r}")
         notes: list[str] = []
         views = [_shot_view(shot, bone_dark=bone_dark, lao_deg=init_lao_deg, cranial_deg=init_cranial_deg,
                             notes=notes)]
         if shot2 is not None:
             views.append(_shot_view(shot2, bone_dark=bone_dark, lao_deg=None, cranial_deg=None, notes=notes))
+        shots = [v for v, _ in views]
         volume = read_volume(ct)
         lab = _labels_for(ct, volume, labels)
-        vert = prepare_vertebra(volume, lab, level)
+        verts = [prepare_vertebra(volume, lab, n) for n in names]
         T0 = np.eye(4)
         T0[:3, 3] = offset
-        res = register_vertebra(vert, [v for v, _ in views], T_init_world_from_ct=T0, search_mm=search_mm,
-                                search_rad=math.radians(search_deg), seed=seed)
+        kw = {"T_init_world_from_ct": T0, "search_mm": search_mm, "search_rad": math.radians(search_deg),
+              "seed": seed}
+        patient = prepare_patient(volume) if method == "context" else None
+        multi = None
+        if len(verts) > 1:
+            multi = (register_levels_in_context(verts, patient, shots, **kw) if patient is not None
+                     else register_levels(verts, shots, **kw))
+            results = dict(multi.results)
+        else:
+            results = {names[0]: (register_vertebra_in_context(verts[0], patient, shots, **kw) if patient is not None
+                                  else register_vertebra(verts[0], shots, **kw))}
+        if confirm:
+            try:
+                spine = prepare_spine(volume, lab)
+            except SpinenavError as exc:
+                notes.append(f"level not confirmed: {exc}")
+            else:
+                results = {n: confirm_level(r, spine, shots) for n, r in results.items()}
+        ok = all(r.ok for r in results.values()) and (multi is None or multi.ok)
         doc = {"schema": REGISTRATION_SCHEMA, "ct": ct.name, "shots": [s.source for _, s in views],
-               "mode": "biplane" if len(views) == 2 else "monoplane", **res.to_dict(),
-               "input_notes": notes}
+               "mode": "biplane" if len(views) == 2 else "monoplane", "method": method, "level_confirmed": confirm,
+               "ok": ok, "levels": {n: r.to_dict() for n, r in results.items()}, "input_notes": notes}
+        if multi is not None:
+            doc["relative_motion"] = [m.to_dict() for m in multi.relative_motion]
+            doc["multilevel_reason"] = multi.reason
+        if len(results) == 1:  # the single-level layout of schema 1: the result's fields at the top
+            doc.update({k: v for k, v in results[names[0]].to_dict().items() if k != "ok"})
         with atomic_folder(out_dir) as tmp:
             write_json_atomic(Path(tmp) / "registration.json", doc)
             for i, (v, s) in enumerate(views, 1):
-                _overlay_png(Path(tmp) / f"overlay_{i}.png", v, vert, res.T_world_from_ct,
-                             f"{level} GC {res.similarity:.2f} {'ok' if res.ok else 'NOT OK'}")
-        tone = "green" if res.ok else "red"
-        out.print(f"[{tone}]{level}: {'ok' if res.ok else 'NOT OK'}[/] GC {res.similarity:.3f}, "
-                  f"{res.seconds:.1f} s{': ' + res.reason if res.reason else ''}", highlight=False)
+                _overlay_png(Path(tmp) / f"overlay_{i}.png", v, verts, [results[n].T_world_from_ct for n in names],
+                             [results[n] for n in names])
+        for n, res in results.items():
+            tone = "green" if res.ok else "red"
+            out.print(f"[{tone}]{n}: {'ok' if res.ok else 'NOT OK'}[/] GC {res.similarity:.3f}, "
+                      f"{res.seconds:.1f} s{': ' + res.reason if res.reason else ''}", highlight=False)
+        if multi is not None:
+            for m in multi.relative_motion:
+                out.print(f"{m.cranial}-{m.caudal}: {m.translation_mm:.1f} mm / {m.rotation_deg:.1f} deg relative "
+                          f"motion{'' if m.within_bounds else ' [red]beyond the bounds[/]'}", highlight=False)
         out.print(f"wrote {out_dir}", highlight=False)
 
 

@@ -439,10 +439,12 @@ def register_vertebra(vert: VertebraVolume, shots: Sequence[ShotView], *,
             probf.depth_weight = depth_weight
             probf.penalty = penalty
             x2, f2 = _cma(probf, x, 0.03, 1.05, fine_evaluations, seed, popsize=8)
-            res = minimize(probf, x2, method="Powell",
-                           options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": powell_evaluations,
-                                    "direc": np.eye(6) * 0.01})
-            x_att = res.x if res.fun <= f2 else x2
+            x_att = x2
+            if powell_evaluations > 0:
+                res = minimize(probf, x2, method="Powell",
+                               options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": powell_evaluations,
+                                        "direc": np.eye(6) * 0.01})
+                x_att = res.x if res.fun <= f2 else x2
             per_att = probf.per_shot(x_att)
             n_eval += probf.n_eval
             gc_att = float(np.mean(per_att))
