@@ -25,9 +25,10 @@ import numpy as np
 from scipy import ndimage
 
 from spinenav.fluoro.carm import CarmGeometry, CarmPose, camera_rotation, project_points, projection_matrix
-from spinenav.fluoro.drr import MetalCylinder, transmission
+from spinenav.fluoro.drr import MetalCylinder
 from spinenav.imaging.io import volume_to_sitk
 from spinenav.imaging.volume import Volume
+from spinenav.registration.evaluate import detected_image
 
 #: HU painted for titanium voxels (beyond any bone; plastimatch converts it linearly).
 METAL_HU = 8000.0
@@ -150,16 +151,9 @@ class PlastimatchScene:
         write_lps_mha(self.volume_with(label_id, np.asarray(T_world_from_ct, float), physics.metal),
                       self.ct.affine, mha)
         L = drr(self.exe, mha, geometry, pose, self.workdir) * self.scale
-        I = transmission(L, photons_per_pixel=physics.photons_per_pixel, blur_sigma_px=physics.blur_sigma_px,
-                         seed=seed if physics.photons_per_pixel else None)
-        img = -np.log(np.clip(I, 1.0 / (physics.photons_per_pixel or 1e6), None))
-        if physics.collimation is not None:
-            u0, v0, u1, v1 = physics.collimation
-            keep = np.zeros(img.shape, bool)
-            keep[v0:v1, u0:u1] = True
-            img = np.where(keep, img, 0.0)
+        img = detected_image(L, physics, seed=seed)
         self.seconds.append(time.perf_counter() - t0)
-        return img.astype(np.float32)
+        return img
 
 
 def geometry_check(exe: str, geometry: CarmGeometry) -> dict:

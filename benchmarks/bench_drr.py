@@ -24,13 +24,15 @@ import json
 import math
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _plastimatch_scene import ensure_plastimatch  # noqa: E402  (benchmarks/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CT = ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz"
@@ -107,19 +109,6 @@ def ours(ct_path: Path, n: int, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- plastimatch
-def ensure_plastimatch() -> str | None:
-    exe = shutil.which("plastimatch")
-    if exe:
-        return exe
-    try:
-        subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=900)
-        subprocess.run(["apt-get", "install", "-y", "plastimatch"], check=True, capture_output=True, timeout=1800)
-    except (subprocess.SubprocessError, OSError) as exc:
-        print(f"plastimatch install failed: {exc}", file=sys.stderr)
-        return None
-    return shutil.which("plastimatch")
-
-
 def plastimatch_times(exe: str, ct_path: Path, repeats: int) -> dict:
     """Per-image time = (time for K angles - time for 1 angle) / (K - 1): excludes reading the CT."""
     import SimpleITK as sitk

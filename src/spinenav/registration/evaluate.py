@@ -110,15 +110,21 @@ class TargetScene:
         L = (render_line_integrals(rest, geometry, pose, method=physics.method, metal=physics.metal)
              + render_line_integrals(moved_attenuation(vert, np.asarray(T_world_from_ct, float)), geometry, pose,
                                      method=physics.method))
-        I = transmission(L, photons_per_pixel=physics.photons_per_pixel, blur_sigma_px=physics.blur_sigma_px,
-                         seed=seed if physics.photons_per_pixel else None)
-        img = -np.log(np.clip(I, 1.0 / (physics.photons_per_pixel or 1e6), None))
-        if physics.collimation is not None:
-            u0, v0, u1, v1 = physics.collimation
-            keep = np.zeros(img.shape, bool)
-            keep[v0:v1, u0:u1] = True
-            img = np.where(keep, img, 0.0)
-        return img.astype(np.float32)
+        return detected_image(L, physics, seed=seed)
+
+
+def detected_image(line_integral: ArrayLike, physics: TargetPhysics, *, seed: int = 0) -> NDArray[np.float32]:
+    """What the detector gives for these line integrals under ``physics`` (blur, quantum noise,
+    collimation), in attenuation polarity ``-ln(I/I0)`` (bone high)."""
+    I = transmission(line_integral, photons_per_pixel=physics.photons_per_pixel, blur_sigma_px=physics.blur_sigma_px,
+                     seed=seed if physics.photons_per_pixel else None)
+    img = -np.log(np.clip(I, 1.0 / (physics.photons_per_pixel or 1e6), None))
+    if physics.collimation is not None:
+        u0, v0, u1, v1 = physics.collimation
+        keep = np.zeros(img.shape, bool)
+        keep[v0:v1, u0:u1] = True
+        img = np.where(keep, img, 0.0)
+    return img.astype(np.float32)
 
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
