@@ -62,9 +62,43 @@ def test_vertebrae_never_take_each_others_voxels_or_a_voxel_touching_both():
     assert np.all(snapped[12:28, 14:26, 15] == 0)
 
 
-def test_thick_slices_are_left_as_they_are():
-    """Across 2.5 mm slices a cortex is not a resolved edge: nothing is moved."""
-    ct, truth, _ = _block()
-    thick = Volume(ct.array, np.diag([0.7, 0.7, 2.5, 1.0]), modality="CT")
-    wrong = ndi.binary_dilation(truth)
-    assert np.array_equal(_snap(wrong, thick), wrong)
+def _thick_block(top_fraction: float):
+    """A 0.7 x 0.7 x 2.5 mm CT of a bone block (600 HU, blurred in-plane only) in soft tissue
+    (40 HU) whose slice above the cranial face is `top_fraction` bone (partial volume)."""
+    truth = np.zeros((60, 60, 12), bool)
+    truth[15:45, 18:42, 3:8] = True
+    hu = np.where(truth, 600.0, 40.0)
+    hu[15:45, 18:42, 8] = 40.0 + top_fraction * (600.0 - 40.0)
+    hu = ndi.gaussian_filter(hu, (1.1, 1.1, 0.0))
+    return Volume(hu.astype(np.float32), np.diag([0.7, 0.7, 2.5, 1.0]), modality="CT"), truth
+
+
+def test_thick_slices_snap_in_plane_and_take_the_partial_volume_slice_beyond_a_face():
+    """Across 2.5 mm slices: the in-plane edge is snapped slice by slice, never pulled across
+    the slices; the slice beyond the cranial face joins the vertebra when more than half of it
+    is bone (brighter than the half-maximum), and not when less."""
+    for fraction, joins in ((0.7, True), (0.3, False)):
+        ct, truth = _thick_block(fraction)
+        slab = np.zeros((3, 3, 3), bool)
+        slab[:, :, 1] = ndi.generate_binary_structure(2, 1)
+        wrong = ndi.binary_dilation(truth, structure=slab)  # one voxel too wide in-plane
+        snapped = _snap(wrong, ct)
+        inner = snapped[:, :, 3:8]
+        assert np.count_nonzero(inner ^ truth[:, :, 3:8]) <= 4 * 5, fraction  # corners at most
+        top = snapped[:, :, 8]
+        if joins:
+            # all of it but its blurred rim (half of a partial slice is below the half-maximum)
+            core = ndi.binary_erosion(truth[:, :, 7], iterations=2)
+            assert np.all(top[core]) and not np.any(top & ~truth[:, :, 7])
+        else:
+            assert not top.any()
+        assert not snapped[:, :, 2].any() and not snapped[:, :, 9:].any()  # one slice at most
+
+
+def test_thick_slices_never_give_a_vertebra_a_voxel_touching_another():
+    """A partial-volume slice between two vertebrae (a thin disc) belongs to neither."""
+    ct, truth = _thick_block(0.7)
+    lab = np.where(truth, 28, 0).astype(np.uint8)
+    lab[15:45, 18:42, 9] = 29  # a vertebra right above the partial-volume slice
+    snapped = snap_to_bone_edges(Volume(lab, ct.affine, modality="SEG", is_label=True), ct, [28, 29]).array
+    assert not np.any(snapped[:, :, 8])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinenav.anatomy.builtin import _keep_largest_piece
+from spinenav.anatomy.builtin import _cut_rib_necks, _keep_largest_piece
 from spinenav.anatomy.segment import segment_spine
 from spinenav.errors import SpinenavError
 from spinenav.imaging import Volume, read_volume
@@ -65,7 +65,7 @@ def test_chest_ct_every_vertebra_found_and_named(chest_ct_path: Path, chest_labe
     assert names[names.index("L1"):names.index("T1") + 1] == ["L1", "T12"] + [f"T{i}" for i in range(11, 0, -1)]
     full = [v for v in seg.vertebrae if not v.partial]
     dice = [_dice(seg.labels.array == v.label_id, ref == v.label_id) for v in full]
-    assert min(dice) >= 0.75 and float(np.median(dice)) >= 0.80, dice  # measured 0.763-0.860, median 0.813
+    assert min(dice) >= 0.78 and float(np.median(dice)) >= 0.825, dice  # measured 0.791-0.872, median 0.835
     assert all(v.confidence <= 0.8 for v in seg.vertebrae)  # one anchor (ribs): said so
 
 
@@ -106,3 +106,18 @@ def test_a_vertebra_keeps_only_its_largest_piece():
     assert np.count_nonzero(labels == 1) == 1000
     assert np.all(labels[20:23, 20:23, 20:23] == 3)
     assert np.count_nonzero(labels == 2) == 8
+
+
+def test_a_rib_head_does_not_widen_the_body_it_is_cut_from():
+    """The body's half-width is its own (the median over its slices), not a rib head's reach:
+    a head joined over a few slices is cut off, the body and what lies behind it are kept."""
+    shape = (80, 60, 30)
+    i, j, k = np.indices(shape)
+    u, v = (i - 40).astype(np.float32), (j - 10).astype(np.float32)  # canal at i=40, j=10
+    body = (np.abs(u) <= 15) & (v >= 8) & (v <= 40) & (k >= 2) & (k < 28)
+    head = (u > 15) & (u <= 30) & (v >= 10) & (v <= 20) & (k >= 12) & (k < 20)
+    process = (u > 15) & (u <= 30) & (v >= -15) & (v <= -6) & (k >= 12) & (k < 20)  # behind
+    labels = np.where(body | head | process, 1, 0).astype(np.uint8)
+    _cut_rib_necks(labels, 1, 2, u, v, sacral=0, sides=[[True, True]])
+    assert np.all(labels[head & (u > 19)] == 2)  # beyond the body's half-width + 3 mm margin
+    assert np.all(labels[body] == 1) and np.all(labels[process] == 1)

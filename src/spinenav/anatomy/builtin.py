@@ -24,8 +24,9 @@ The route, stage by stage (each stage records how sure it is in :class:`BuiltinT
    pedicles (the lamina above overlaps it posteriorly). Bone far lateral, anterior or
    posterior (ribs, sternum, scapulae, pelvis) is seeded as "other".
 7. **Clean-up**: per vertebra a closing and hole filling, axial slice by slice and then in
-   sagittal and coronal planes (canal kept open); rib heads split off at their joints; of each
-   vertebra only its largest connected piece is kept.
+   sagittal and coronal planes (canal kept open); rib heads split off at their joints (of ribs joined
+   to each other through the sternum, only in front of the pedicles); of each vertebra only
+   its largest connected piece is kept.
 
 Vertebrae are numbered 1..N from caudal to cranial; naming them is
 :mod:`spinenav.anatomy.levels`' job, from the evidence recorded here (ribs, sacrum).
@@ -436,13 +437,14 @@ def _keep_largest_piece(labels: NDArray, ids: list[int], other: int) -> None:
 
 
 def _split_rib_heads(labels: NDArray, other: int, ribs: NDArray, sm: NDArray, u_img: NDArray,
-                     rib_sides: list[list[bool]]) -> None:
+                     rib_sides: list[list[bool]], *, v_img: NDArray | None = None) -> None:
     """Give a rib's head and neck back to the rib, in place, on the sides where a rib was found.
 
     The vertebra (from its part within RIB_SPLIT_CORE_MM of the midline) and the rib (its shaft,
     already "other") are flooded again over the vertebra's lateral bone, on the CT's intensity:
     bright bone floods first and the two floods meet in the darkest gap between them, the
-    costovertebral and costotransverse joints.
+    costovertebral and costotransverse joints. With `v_img`, only bone in front of the pedicles
+    (the rib's head, at the body's side) is split off, never a transverse process.
     """
     for n, (left, right) in enumerate(rib_sides, start=1):
         if not (left or right):
@@ -454,6 +456,8 @@ def _split_rib_heads(labels: NDArray, other: int, ribs: NDArray, sm: NDArray, u_
         mb, rb, ub = m[box], ribs[box], u_img[box]
         side_ok = ((ub < 0) & left) | ((ub > 0) & right)
         lateral = mb & side_ok & (np.abs(ub) >= RIB_SPLIT_CORE_MM)
+        if v_img is not None:
+            lateral &= v_img[box] > RIB_NECK_MIN_V_MM
         seeds = rb & side_ok & ~mb
         if not lateral.any() or not seeds.any():
             continue
@@ -487,6 +491,16 @@ def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_i
         if mid.sum() < 200:
             continue
         half_width = float(np.percentile(np.abs(u[mid]), 97))
+        if sides is not None:
+            # on the rib sides: the body's half-width slice by slice, and its median over the
+            # body's height: a rib head joins the body over ~1 cm only (its two demifacets span
+            # the disc), the body is 2-3 cm tall, so the median is the body's own width, not the
+            # head's reach. (Not before the ribs are found: cutting more there merges the cut
+            # pieces with the ribs and changes which ribs are found.)
+            per_slice = [float(np.percentile(np.abs(u[:, :, k][mid[:, :, k]]), 97))
+                         for k in range(m.shape[2]) if np.count_nonzero(mid[:, :, k]) >= 30]
+            if per_slice:
+                half_width = float(np.median(per_slice))
         cut = m & (v > RIB_NECK_MIN_V_MM) & (np.abs(u) > half_width + RIB_NECK_MARGIN_MM)
         if sides is not None:  # u < 0 is the patient's left
             cut &= ((u < 0) & sides[n - 1][0]) | ((u > 0) & sides[n - 1][1])
@@ -691,12 +705,19 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     other_mask = labels == other
     comp, n_comp = ndi.label(other_mask)
     rib_comp = np.zeros(n_comp + 1, bool)
+    split_comp = np.zeros(n_comp + 1, bool)
     if n_comp:
         idx = np.arange(1, n_comp + 1)
         reach = ndi.maximum(np.abs(u_img), comp, idx)
         thick = ndi.maximum(edt, comp, idx)
         size = ndi.sum(other_mask, comp, idx)
         rib_comp[1:] = (reach >= RIB_REACH_MM) & (thick <= RIB_MAX_HALF_THICKNESS_MM) & (size >= 300)
+        # a pair of ribs joined in front through the sternum (the first ribs with the manubrium
+        # and the clavicles, by calcified cartilage): thick, and far out on both sides; no use
+        # for naming, but their heads are split off all the same
+        both_sides = ((ndi.minimum(u_img, comp, idx) <= -RIB_REACH_MM)
+                      & (ndi.maximum(u_img, comp, idx) >= RIB_REACH_MM))
+        split_comp[1:] = rib_comp[1:] | (both_sides & (size >= 300))
     # each rib belongs to the vertebra at its medial end (a rib passing a transverse process
     # further along its shaft does not make that vertebra rib-bearing)
     rib_sides = [[False, False] for _ in range(n_vert)]
@@ -704,8 +725,9 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     # with their neighbours or the scapula across thick slices (no use for naming, but a rib all
     # the same: thin, long, lateral)
     split_sides = [[False, False] for _ in range(n_vert)]
+    merged_sides = [[False, False] for _ in range(n_vert)]  # touched by ribs joined in front only
     boxes = ndi.find_objects(comp)
-    for c in np.flatnonzero(rib_comp):
+    for c in np.flatnonzero(split_comp):
         box = tuple(slice(max(sl.start - 6, 0), sl.stop + 6) for sl in boxes[c - 1])
         comp_c, u_c, lab_c = comp[box] == c, u_img[box], labels[box]
         for side, sign in ((0, -1.0), (1, 1.0)):  # 0 = patient left (u < 0), 1 = right
@@ -716,7 +738,9 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
                     & (np.abs(u_c) >= RIB_SPLIT_CORE_MM))
             for owner in np.flatnonzero(np.bincount(lab_c[near], minlength=n_vert + 1) >= 5):
                 if owner >= 1:
-                    split_sides[owner - 1][side] = True
+                    (split_sides if rib_comp[c] else merged_sides)[owner - 1][side] = True
+            if not rib_comp[c]:
+                continue
             medial_u = np.abs(u_c[part]).min()
             crosses_midline = bool(np.any(comp_c & (u_c * sign < -3.0)))
             if not (RIB_HEAD_U_MM[0] <= medial_u <= RIB_HEAD_U_MM[1]) or crosses_midline \
@@ -736,6 +760,10 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
                    sides=rib_sides)
     _split_rib_heads(labels, other, np.isin(comp, np.flatnonzero(rib_comp)), sm, u_img,
                      [[a or b for a, b in zip(r, t)] for r, t in zip(rib_sides, split_sides)])
+    # ribs joined through the sternum: across thick slices their flood also takes transverse
+    # processes at the costotransverse joints, so only their heads, in front of the pedicles
+    _split_rib_heads(labels, other, np.isin(comp, np.flatnonzero(split_comp & ~rib_comp)), sm, u_img,
+                     merged_sides, v_img=v_img)
     _keep_largest_piece(labels, [n + 1 for n in range(n_vert) if kinds[n] != "sacrum"], other)
     verts = []
     counts = np.bincount(labels.ravel(), minlength=other + 1)
