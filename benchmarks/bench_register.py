@@ -62,13 +62,14 @@ import numpy as np
 
 from spinenav.anatomy.labels import level_order, ts_id
 from spinenav.fluoro.carm import CarmGeometry, CarmPose, project_points, projection_matrix
-from spinenav.fluoro.drr import MetalCylinder, Spectrum, prepare_attenuation, render_line_integrals, transmission
+from spinenav.fluoro.drr import MetalCylinder, Spectrum, prepare_attenuation, render_line_integrals
 from spinenav.imaging.volume import Volume
 from spinenav.phantom import PhantomParams, generate_phantom
 from spinenav.registration.evaluate import (SUCCESS_MTRE_MM, TargetPhysics, TargetScene, capture_range_mm,
-                                            error_components_mm, mtre_mm, random_offset, rigid_about)
+                                            detected_image, error_components_mm, mtre_mm, random_offset,
+                                            rigid_about)
 from spinenav.registration.incontext import (DEFAULT_GC_THRESHOLD_IN_CONTEXT, prepare_patient,
-                                             register_vertebra_in_context)
+                                             register_levels_in_context, register_vertebra_in_context)
 from spinenav.registration.intensity import DEFAULT_GC_THRESHOLD, ShotView, register_vertebra
 from spinenav.registration.levelcheck import check_level, confirm_level, prepare_spine
 from spinenav.registration.multilevel import register_levels, relative_motion
@@ -103,7 +104,7 @@ def load_case(case: str):
     ct = read_volume(test_data_dir() / "chest_ct/ct.nii.gz")
     lab = read_volume(test_data_dir() / "chest_ct/labels.nii.gz")
     labels = Volume(np.rint(np.asarray(lab.array)).astype(np.int16), ct.affine, is_label=True)
-    return (ct, labels, "T10,T11,T12,L1,L2,L3", ("T10", "T11", "T12", "L1"),
+    return (ct, labels, "T10,T11,T12,L1,L2,L3", ("T9", "T10", "T11", "T12"),
             "real chest CT 0.70 x 0.70 x 2.5 mm, TotalSegmentator labels as masks (L2, L3 cut by the field of view)")
 
 
@@ -121,6 +122,10 @@ def main() -> None:
     ap_.add_argument("--start-deg", type=float, default=10.0)
     ap_.add_argument("--fail-trials", type=int, default=3, help="trials per level and failure kind")
     ap_.add_argument("--levelcheck-trials", type=int, default=12)
+    ap_.add_argument("--levelcheck-detector-mm", type=float, default=150.0,
+                     help="level-check detector size (150 mm: 100 mm field at the isocentre, inside both CTs)")
+    ap_.add_argument("--levelcheck", choices=("patient", "vertebrae"), default="patient",
+                     help="level check scored with the whole CT (patient) or the bone and vertebrae alone")
     ap_.add_argument("--multilevel-trials", type=int, default=2,
                      help="biplane trials of register_levels on two adjacent levels moved differently")
     ap_.add_argument("--pixels", type=int, default=256)
@@ -151,7 +156,7 @@ def main() -> None:
     renderers = list(scenes)
     g = CarmGeometry.square(args.pixels)
     sp = prepare_spine(ct, labels)
-    patient = prepare_patient(ct) if args.method == "context" else None
+    patient = prepare_patient(ct) if args.method == "context" or args.levelcheck == "patient" else None
     missing = [lv for lv in levels if lv not in sp.vertebrae]
     if missing:
         sys.exit(f"levels {missing} are not in the label map (have {sorted(sp.vertebrae, key=level_order)})")
@@ -320,11 +325,13 @@ def main() -> None:
                     vatt = scene._split(ts_id(n))[0]
                     L = L + render_line_integrals(replace(vatt, affine=T_true[n] @ vatt.affine), g, pose,
                                                   method="trilinear")
-                I = transmission(L, photons_per_pixel=1e6, blur_sigma_px=0.7, seed=500 + trial * 2 + i)
-                img = -np.log(np.clip(I, 1e-6, None))  # no photon through the lateral spine: as TargetScene
-                shots.append(ShotView(img.astype(np.float32), g, pose))
+                shots.append(ShotView(detected_image(L, TargetPhysics(), seed=500 + trial * 2 + i), g, pose))
             cpu0 = time.process_time()
-            r = register_levels([sp.vertebrae[n] for n in pair], shots, T_init_world_from_ct=starts, seed=trial)
+            if args.method == "context":  # one start for the patient: the cranial level's
+                r = register_levels_in_context([sp.vertebrae[n] for n in pair], patient, shots,
+                                               T_init_world_from_ct=starts[pair[0]], seed=trial)
+            else:
+                r = register_levels([sp.vertebrae[n] for n in pair], shots, T_init_world_from_ct=starts, seed=trial)
             cpu = time.process_time() - cpu0
             ang, disp, _, _ = relative_motion(sp.vertebrae[pair[0]], sp.vertebrae[pair[1]], T_true[pair[0]],
                                               T_true[pair[1]])
@@ -349,7 +356,9 @@ def main() -> None:
         }
 
     # ---------------------------------------------------------------- level check
-    g_lc = CarmGeometry.square(max(args.pixels // 2, 96))  # the default 23 cm intensifier
+    # a field within the CT (a CT's cut ends are edges no real shot has: with them in view the
+    # level is read off the CT's ends); whether an end is in view is recorded per trial
+    g_lc = CarmGeometry.square(max(args.pixels // 2, 96), detector_mm=args.levelcheck_detector_mm)
     lab = np.asarray(labels.array)
     rest = prepare_attenuation(ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(
         (~np.isin(lab, [ts_id(n) for n in sp.vertebrae])).astype(np.uint8), ct.affine, is_label=True))
@@ -370,15 +379,26 @@ def main() -> None:
             moved_pts[n] = Tn
             vatt = scene._split(ts_id(n))[0]
             L = L + render_line_integrals(replace(vatt, affine=Tn @ vatt.affine), g_lc, pose, method="trilinear")
-        img = -np.log(transmission(L, photons_per_pixel=1e6, blur_sigma_px=0.7, seed=trial))
+        img = detected_image(L, TargetPhysics(), seed=trial)  # 1e6 photons/pixel, 0.7 px blur, clipped
         Tt = moved_pts[target]
         m = project_points(projection_matrix(g_lc, pose), Tt[:3, :3] @ c + Tt[:3, 3]) + rng.uniform(-4, 4, 2) * (
             g_lc.magnification / g_lc.pixel_spacing_mm[0])
         m = np.clip(m, 0, g_lc.cols - 1)
         cpu0 = time.process_time()
-        r = check_level(sp, ShotView(img.astype(np.float32), g_lc, pose), m, seed=trial)
+        r = check_level(sp, ShotView(img.astype(np.float32), g_lc, pose), m, seed=trial,
+                        patient=patient if args.levelcheck == "patient" else None)
         cpu = time.process_time() - cpu0
-        row = {"truth": target, "level": r.level, "ok": r.ok, "margin": max(
+        # the CT's first and last slices (at the spine's centre) projected: on the detector?
+        spine_c = np.mean(list(sp.level_centroids_ct_mm.values()), axis=0)
+        inv = np.linalg.inv(ct.affine)
+        k_spine = inv[:3, :3] @ spine_c + inv[:3, 3]
+        ends = []
+        for k_end in (0.0, ct.shape[2] - 1.0):
+            e = ct.affine[:3, :3] @ np.array([k_spine[0], k_spine[1], k_end]) + ct.affine[:3, 3]
+            uv = project_points(projection_matrix(g_lc, pose), T_glob[:3, :3] @ e + T_glob[:3, 3])
+            ends.append(bool(np.all(np.isfinite(uv)) and -5 <= uv[1] <= g_lc.rows + 5))
+        row = {"hypotheses": [(h["shift_levels"], round(h["gradient_correlation"], 3), h["level"]) for h in r.hypotheses],
+               "ct_end_in_view": any(ends), "truth": target, "level": r.level, "ok": r.ok, "margin": max(
                    [h["gradient_correlation"] for h in r.hypotheses][:1]
                    + [0.0]) - max([h["gradient_correlation"] for h in r.hypotheses
                                   if h["level"] != r.best_guess] + [0.0]), "best_guess": r.best_guess, "runner_up": r.runner_up,
@@ -387,13 +407,15 @@ def main() -> None:
         print(json.dumps({"levelcheck": row}), file=sys.stderr, flush=True)
     if lc_rows:
         n = len(lc_rows)
-        out["levelcheck"] = {
+        out["levelcheck"] = {"scored_with": args.levelcheck,
             "n": n, "correct": sum(r["ok"] and r["level"] == r["truth"] for r in lc_rows) / n,
             "ambiguous": sum(not r["ok"] for r in lc_rows) / n,
             "confidently_wrong": sum(r["ok"] and r["level"] != r["truth"] for r in lc_rows) / n,
             "median_seconds": statistics.median(r["seconds"] for r in lc_rows),
             "max_seconds": max(r["seconds"] for r in lc_rows),
             "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in lc_rows),
+            "detector_mm": args.levelcheck_detector_mm,
+            "trials_with_a_ct_end_in_view": sum(r["ct_end_in_view"] for r in lc_rows),
             "margins_correct": sorted(round(r["margin"], 3) for r in lc_rows if r["best_guess"] == r["truth"]),
             "margins_wrong": sorted(round(r["margin"], 3) for r in lc_rows if r["best_guess"] != r["truth"]),
             "note": ("target shots from our renderer (trilinear, 110 kVp, noise, blur); the CT and the shot "

@@ -96,3 +96,12 @@ def test_bad_input(l4, case):
         register_vertebra(l4, shots * 2)
     with pytest.raises(RegistrationError, match="does not match its geometry"):
         ShotView(np.zeros((5, 5), np.float32), shots[0].geometry, shots[0].pose)
+
+
+def test_non_finite_shot_is_refused(case):
+    """-ln(0) where no photon arrived: refused with the count, not scored as a zero correlation."""
+    _, _, shots = case
+    img = shots[0].image.copy()
+    img[3, 4], img[5, 6] = np.inf, np.nan
+    with pytest.raises(RegistrationError, match="2 non-finite pixels"):
+        ShotView(img, shots[0].geometry, shots[0].pose)

@@ -50,6 +50,21 @@ def test_level_under_marker(spine, shot_and_truth):
     assert r.confidence >= 0.03
 
 
+@pytest.mark.parametrize("level", ["L3", "L5"])
+def test_level_under_marker_scored_with_the_whole_patient(phantom_l3l5, spine, shot_and_truth, level):
+    """The whole-CT variant (the CLI's default) names the level too, each vertebra at the patient's pose."""
+    from spinenav.registration.incontext import prepare_patient
+
+    shot, T_true = shot_and_truth
+    r = check_level(spine, shot, _marker(shot, T_true, spine.level_centroids_ct_mm[level]), seed=1,
+                    patient=prepare_patient(phantom_l3l5.ct))
+    assert r.ok, r.reason
+    assert r.level == level and r.confidence >= 0.03
+    for T in r.level_poses.values():  # every vertebra at the patient's pose, which is the truth here
+        from spinenav.registration.evaluate import mtre_mm
+        assert mtre_mm(spine.level_points_ct_mm[level], T, T_true) < 2.0
+
+
 def test_marker_off_the_spine_is_refused(spine, shot_and_truth):
     shot, _ = shot_and_truth
     r = check_level(spine, shot, (5.0, 5.0), shifts=(0,), seed=2)  # image corner: soft tissue only

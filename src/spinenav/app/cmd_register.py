@@ -206,12 +206,14 @@ def levelcheck(
     labels: Annotated[Optional[Path], typer.Option(exists=True, help="Vertebra label map; default: segment now.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
     bone_dark: Annotated[Optional[bool], typer.Option("--bone-dark/--bone-bright", help="Shot polarity (default: by modality).")] = None,
+    method: Annotated[str, typer.Option(help="'context': each level hypothesis registered and scored with the whole CT (default); 'vertebrae': with the bone and each vertebra alone.")] = "context",
     seed: Annotated[int, typer.Option(help="Optimiser seed (recorded).")] = 0,
 ) -> None:
     """Which vertebra is under the marker? Prints the level, the runner-up and the confidence,
     or refuses (AMBIGUOUS, exit code 3) when the answer cannot be trusted."""
     from spinenav.atomic import write_json_atomic
     from spinenav.imaging import read_volume
+    from spinenav.registration.incontext import prepare_patient
     from spinenav.registration.levelcheck import check_level, prepare_spine
 
     with handled():
@@ -220,12 +222,16 @@ def levelcheck(
             assert len(m) == 2
         except (ValueError, AssertionError):
             raise SpinenavError(f"--marker-px must be 'u,v' in pixels, got {marker_px!r}") from None
+        if method not in ("context", "vertebrae"):
+            raise SpinenavError(f"--method must be 'context' or 'vertebrae', got {method!r}")
         notes: list[str] = []
         view, s = _shot_view(shot, bone_dark=bone_dark, lao_deg=None, cranial_deg=None, notes=notes)
         volume = read_volume(ct)
         spine = prepare_spine(volume, _labels_for(ct, volume, labels))
-        res = check_level(spine, view, m, seed=seed)
+        res = check_level(spine, view, m, seed=seed,
+                          patient=prepare_patient(volume) if method == "context" else None)
         doc = {"schema": LEVELCHECK_SCHEMA, "ct": ct.name, "shot": s.source, "marker_px": m, "seed": seed,
+               "method": method,
                **res.to_dict(), "input_notes": notes}
         if out_path is not None:
             write_json_atomic(out_path, doc)

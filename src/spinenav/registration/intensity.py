@@ -144,6 +144,9 @@ class ShotView:
         if im.shape != (self.geometry.rows, self.geometry.cols):
             raise RegistrationError(f"shot image {im.shape} does not match its geometry "
                                     f"{self.geometry.rows}x{self.geometry.cols}")
+        if not np.all(np.isfinite(im)):
+            raise RegistrationError(f"shot image has {int(np.sum(~np.isfinite(im)))} non-finite pixels (NaN or "
+                                    "infinite: e.g. the log of a zero transmission); clip the image first")
         object.__setattr__(self, "image", im)
 
 

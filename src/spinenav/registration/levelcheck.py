@@ -38,6 +38,7 @@ from spinenav.imaging.volume import Volume
 from spinenav.registration.intensity import (DEFAULT_GC_THRESHOLD, IntensityResult, RegistrationError, ShotView,
                                              VertebraVolume, _downsample, moved_attenuation, prepare_vertebra,
                                              register_vertebra)
+from spinenav.registration.incontext import PatientVolume
 from spinenav.registration.similarity import gradient_correlation
 
 #: GC margin between the winner and the runner-up below which the level check refuses: on the
@@ -155,6 +156,14 @@ def _composite_gc(spine: SpineVolume, poses: dict[str, NDArray[np.float64]], sho
     return gradient_correlation(drr, lv.fixed)
 
 
+def _patient_gc(patient: PatientVolume, T: NDArray[np.float64], shot: ShotView, pixel_mm: float) -> float:
+    """GC of the whole patient's DRR at ``T`` with the shot, whole detector."""
+    iso_px = min(shot.geometry.pixel_spacing_mm) / shot.geometry.magnification
+    lv = _downsample(shot, pixel_mm / iso_px)
+    return gradient_correlation(render_line_integrals(moved_attenuation(patient.full, T), lv.geometry, lv.pose),
+                                lv.fixed)
+
+
 def _level_at(spine: SpineVolume, poses: dict[str, NDArray[np.float64]], shot: ShotView,
               marker_px: NDArray[np.float64], footprint_px: float) -> tuple[str | None, str, list[str]]:
     """Level whose projected footprint contains the marker; (level, why-not, all containing)."""
@@ -183,11 +192,16 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
                 search_mm: float = 12.0, search_rad: float = math.radians(10.0),
                 gc_threshold: float = DEFAULT_GC_THRESHOLD, min_margin: float = DEFAULT_MIN_MARGIN,
                 level_search_mm: float = 5.0, level_search_rad: float = math.radians(5.0),
-                coarse_pixel_mm: float = 3.0, fine_pixel_mm: float = 1.5, seed: int = 0) -> LevelCheckResult:
+                coarse_pixel_mm: float = 3.0, fine_pixel_mm: float = 1.5, seed: int = 0,
+                patient: PatientVolume | None = None) -> LevelCheckResult:
     """Identify the vertebral level under ``marker_px`` = (u, v) pixels on ``shot``.
 
     ``T_init_world_from_ct``: the nominal pose of the CT in the shot's world frame (default
     identity); ``shifts``: the starting hypotheses, in vertebral spacings along the spine.
+    ``patient`` (:func:`~spinenav.registration.incontext.prepare_patient`): register and score
+    each hypothesis with the WHOLE CT (ribs, organs, pelvis: what makes one level's surroundings
+    unlike its neighbours') instead of the bone and the vertebrae alone; the vertebrae then
+    keep the patient's pose (no per-vertebra step).
     """
     t0 = time.perf_counter()
     m = np.asarray(marker_px, dtype=np.float64).reshape(-1)
@@ -204,8 +218,10 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
     for k in shifts:
         Tk = np.eye(4)
         Tk[:3, 3] = k * spine.spacing_mm * axis_w
-        # 1. the whole bone, rigidly, from this hypothesis' start
-        r = register_vertebra(spine.bone, [shot], T_init_world_from_ct=Tk @ T0, search_mm=search_mm,
+        # 1. the whole bone (or the whole patient), rigidly, from this hypothesis' start
+        moving = spine.bone if patient is None else VertebraVolume(
+            "patient", patient.coarse, spine.bone.centroid_ct_mm, spine.bone.points_ct_mm)
+        r = register_vertebra(moving, [shot], T_init_world_from_ct=Tk @ T0, search_mm=search_mm,
                               search_rad=search_rad, gc_threshold=gc_threshold, seed=seed + 17 * (k + 5),
                               coarse_evaluations=150, fine_evaluations=40, restarts=0,
                               monoplane_depth_weight=0.05, compute_uncertainty=False, powell_evaluations=30,
@@ -218,6 +234,9 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
             uv = project_points(projection_matrix(g, shot.pose), c_w)
             if not (np.all(np.isfinite(uv)) and 0 <= uv[0] < g.cols and 0 <= uv[1] < g.rows):
                 continue
+            if patient is not None:
+                poses[name] = r.T_world_from_ct
+                continue
             rv = register_vertebra(vert, [shot], T_init_world_from_ct=r.T_world_from_ct,
                                    search_mm=level_search_mm, search_rad=level_search_rad,
                                    gc_threshold=gc_threshold, seed=seed + 31 * (k + 5), coarse_evaluations=120,
@@ -228,7 +247,10 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
             per_level_gc[name] = rv.similarity
         # 3. one score on a common footing: the composite of the vertebrae at their poses,
         # whole detector (the registrations' own GCs use pose-dependent regions)
-        gc_common = _composite_gc(spine, poses, shot, fine_pixel_mm) if poses else -1.0
+        if patient is not None:
+            gc_common = _patient_gc(patient, r.T_world_from_ct, shot, fine_pixel_mm)
+        else:
+            gc_common = _composite_gc(spine, poses, shot, fine_pixel_mm) if poses else -1.0
         lvl, why, cont = _level_at(spine, poses, shot, m, footprint_px)
         hyps.append({"shift_levels": int(k), "gradient_correlation": gc_common,
                      "gradient_correlation_per_level": per_level_gc, "level": lvl,
