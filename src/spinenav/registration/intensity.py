@@ -115,15 +115,21 @@ def prepare_vertebra(ct: Volume, labels: Volume, level: str, *, margin_mm: float
         except (ValueError, KeyError) as exc:
             raise RegistrationError(f"unknown vertebral level {level!r}") from exc
     lab = np.asarray(labels.array)
-    mask = lab == label_id
-    if not mask.any():
+    mask = np.ascontiguousarray(lab == label_id)
+    idx = np.argwhere(mask)
+    if idx.size == 0:
         raise RegistrationError(f"level {level} (label {label_id}) is not in the label map")
     spacing = np.linalg.norm(ct.affine[:3, :3], axis=0)
     it = max(int(round(margin_mm / float(spacing.min()))), 0)
-    keep = binary_dilation(mask, generate_binary_structure(3, 1), iterations=it) if it else mask
-    keep_vol = Volume(keep.astype(np.uint8), ct.affine, is_label=True)
+    keep = mask
+    if it:  # dilated within the label's box (+ the margin): not over the whole CT
+        lo = np.maximum(idx.min(axis=0) - it - 1, 0)
+        hi = np.minimum(idx.max(axis=0) + it + 2, np.array(mask.shape))
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        keep = np.zeros_like(mask)
+        keep[box] = binary_dilation(mask[box], generate_binary_structure(3, 1), iterations=it)
+    keep_vol = Volume(keep.view(np.uint8), ct.affine, is_label=True)
     att = prepare_attenuation(ct, spectrum=spectrum, labels=keep_vol, keep_labels=[1])
-    idx = np.argwhere(mask)
     centroid = ct.affine[:3, :3] @ idx.mean(axis=0) + ct.affine[:3, 3]
     rng = np.random.default_rng(0)
     sel = idx[rng.choice(len(idx), size=min(n_points, len(idx)), replace=False)]
