@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinenav.anatomy.builtin import _cut_rib_necks, _keep_largest_piece
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from spinenav.anatomy.builtin import _cut_rib_necks, _flood_vertebrae, _keep_largest_piece
 from spinenav.anatomy.segment import segment_spine
 from spinenav.errors import SpinenavError
 from spinenav.imaging import Volume, read_volume
@@ -43,8 +46,9 @@ def test_phantom_labels_overlap_truth(phantom_and_seg):
     truth, ours = ph.labels.array, seg.labels.array
     dice = {v.name: _dice(ours == v.label_id, truth == v.label_id) for v in seg.vertebrae}
     lumbar = [dice[n] for n in ("L1", "L2", "L3", "L4", "L5")]
-    assert min(lumbar) >= 0.87, dice  # measured 0.88-0.93
-    assert min(dice[n] for n in ("T11", "T12", "S1")) >= 0.70, dice  # rib and sacral edges: 0.72-0.85
+    assert min(lumbar) >= 0.97, dice  # measured 0.981-0.987
+    # rib joints and the S1/S2 junction: measured T11 0.966, T12 0.974, S1 0.956
+    assert min(dice[n] for n in ("T11", "T12", "S1")) >= 0.94, dice
 
 
 @pytest.mark.parametrize("variant", [dict(slip_mm={"L4": 8.0}), dict(scoliosis_deg=20.0)],
@@ -54,6 +58,12 @@ def test_phantom_variants_keep_the_levels(variant):
     seg = segment_spine(ph.ct)
     assert [v.name for v in seg.vertebrae] == ["sacrum", "S1", "L5", "L4", "L3", "L2", "L1", "T12"]
     assert seg.naming.ok
+    dice = {v.name: _dice(seg.labels.array == v.label_id, ph.labels.array == v.label_id)
+            for v in seg.vertebrae}
+    # measured: L1-L5 0.981-0.990 both; S1 0.897 (slip: L4's slip lengthens L5's pitch, which
+    # places the S1/S2 plane) and 0.964 (scoliosis)
+    assert min(dice[n] for n in ("L1", "L2", "L3", "L4", "L5")) >= 0.97, dice
+    assert dice["S1"] >= 0.87, dice
 
 
 @pytest.mark.realdata
@@ -65,7 +75,7 @@ def test_chest_ct_every_vertebra_found_and_named(chest_ct_path: Path, chest_labe
     assert names[names.index("L1"):names.index("T1") + 1] == ["L1", "T12"] + [f"T{i}" for i in range(11, 0, -1)]
     full = [v for v in seg.vertebrae if not v.partial]
     dice = [_dice(seg.labels.array == v.label_id, ref == v.label_id) for v in full]
-    assert min(dice) >= 0.78 and float(np.median(dice)) >= 0.825, dice  # measured 0.791-0.872, median 0.835
+    assert min(dice) >= 0.785 and float(np.median(dice)) >= 0.835, dice  # measured 0.794-0.891, median 0.841
     assert all(v.confidence <= 0.8 for v in seg.vertebrae)  # one anchor (ribs): said so
 
 
@@ -121,3 +131,33 @@ def test_a_rib_head_does_not_widen_the_body_it_is_cut_from():
     _cut_rib_necks(labels, 1, 2, u, v, sacral=0, sides=[[True, True]])
     assert np.all(labels[head & (u > 19)] == 2)  # beyond the body's half-width + 3 mm margin
     assert np.all(labels[body] == 1) and np.all(labels[process] == 1)
+
+
+def test_a_joint_space_stops_the_flood_of_the_neighbour():
+    """An articular process (a bar, 900 HU) joined to its vertebra through a thin neck (the pars)
+    meets the neighbour's process across a joint bridged by partial volume (one 300 HU slice,
+    still bone). On the distance transform alone the neighbour's flood crosses the thick joint
+    before the vertebra's own passes the neck, and takes the process; with the joint's dip
+    flooded last, each keeps its own."""
+    shape = (60, 20, 20)
+    sm = np.full(shape, 40.0, np.float32)
+    bar = np.zeros(shape, bool)
+    bar[:, 7:14, 7:14] = True
+    bar[14:17] = False
+    bar[14:17, 9:12, 9:12] = True  # the neck
+    sm[bar] = 900.0
+    sm[30, 7:14, 7:14] = 300.0  # the joint space, bridged
+    sm = ndi.gaussian_filter(sm, 0.6)
+    bone = sm > 110.0
+    edt = ndi.distance_transform_edt(bone)
+    markers = np.zeros(shape, np.int32)
+    markers[0:3][bar[0:3]] = 1  # the vertebra, beyond the neck
+    markers[40:43][bar[40:43]] = 2  # the neighbour
+    process = bar.copy()
+    process[:17] = False
+    process[30:] = False
+    plain = watershed(-edt, markers.copy(), mask=bone)
+    assert np.count_nonzero(plain[process] == 2) > 0.9 * np.count_nonzero(process)  # crossed
+    labels = _flood_vertebrae(edt, sm, bone, markers, bone.copy())
+    assert np.all(labels[:30][bar[:30]] == 1)
+    assert np.all(labels[31:][bar[31:]] == 2)

@@ -19,7 +19,8 @@ The route, stage by stage (each stage records how sure it is in :class:`BuiltinT
 5. **Discs**: between consecutive pedicle peaks, just above the lower one (pedicles join the
    cranial part of their body), where a dark band lies between two bright endplates.
 6. **Separation**: seeded watershed on the negative distance transform of the bone mask
-   (thin partial-volume bridges at facet joints become ridges). Seeds per vertebra: its body
+   (thin partial-volume bridges at facet joints become ridges; joint spaces, dips darker than
+   the bone on both sides, are cut at the surface and flooded last). Seeds per vertebra: its body
    between its discs, its pedicles, and the innermost lamina just behind the canal below its
    pedicles (the lamina above overlaps it posteriorly). Bone far lateral, anterior or
    posterior (ribs, sternum, scapulae, pelvis) is seeded as "other".
@@ -105,6 +106,13 @@ RIB_NECK_MARGIN_MM = 3.0
 RIB_NECK_MIN_V_MM = -3.0
 #: Rib heads are split off at the joints outside this distance from the canal's midline (mm).
 RIB_SPLIT_CORE_MM = 12.0
+#: Joint spaces: a voxel this much darker (HU) than the 3 mm grey closing around it lies in a
+#: dip between two cortices. At the bone's surface a dip of JOINT_GAP_CUT_HU is cut out of the
+#: watershed; dips beyond JOINT_GAP_HU raise the flooding relief by 1 mm of depth per
+#: JOINT_GAP_HU_PER_MM (trabecular texture inside bone stays well below JOINT_GAP_HU).
+JOINT_GAP_CUT_HU = 50.0
+JOINT_GAP_HU = 150.0
+JOINT_GAP_HU_PER_MM = 25.0
 
 
 @dataclass
@@ -507,6 +515,29 @@ def _cut_rib_necks(labels: NDArray, n_vert: int, other: int, u_img: NDArray, v_i
         labels[sl][cut] = other
 
 
+def _flood_vertebrae(edt: NDArray, sm: NDArray, bone: NDArray, markers: NDArray,
+                     mask: NDArray) -> NDArray[np.uint8]:
+    """Seeded watershed of the bone `mask` on its negative distance transform `edt`, with joint
+    spaces cut at the surface and flooded last.
+
+    Joint spaces (facet joints, the overlapping laminae) are thinner than the working grid's
+    blur: they show only as a dip between two cortices, a voxel darker (`sm`, HU) than the grey
+    closing over 3 mm (the bright bone on both sides). At the bone's surface (within 2 mm) a
+    dip of JOINT_GAP_CUT_HU or more is the partial-volume bridge across the joint and belongs
+    to neither bone; deeper dips (over JOINT_GAP_HU) raise the flooding relief, so each
+    vertebra's flood fills its own articular processes before the two meet in the joint. On
+    the distance transform alone the flood that reaches a tight joint first crosses it (a
+    superior articular process took the inferior one of the vertebra above, and its pars).
+    `markers` is changed in place (no seed in a cut joint).
+    """
+    dip = ndi.grey_closing(sm, size=(3, 3, 3)) - sm
+    gap = (dip > JOINT_GAP_CUT_HU) & (edt < 2.0) & bone
+    mask = mask & ~gap
+    markers[gap] = 0
+    relief = -edt + np.clip(dip - JOINT_GAP_HU, 0.0, None) / JOINT_GAP_HU_PER_MM
+    return watershed(relief, markers, mask=mask).astype(np.uint8)
+
+
 def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> BuiltinSegmentation:
     """Segment the vertebrae of `ct` (HU) without model weights; see the module docstring.
 
@@ -660,7 +691,7 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     mask_b = ~drop
     mask[bone] = mask_b
     markers[~mask] = 0
-    labels = watershed(-edt, markers, mask=mask).astype(np.uint8)
+    labels = _flood_vertebrae(edt, sm, bone, markers, mask)
     tick("watershed")
 
     # 7. clean-up per vertebra
@@ -673,22 +704,31 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     _fill_marrow(labels, n_vert, cz, canal_zone_img, sm1)
     tick("cleanup")
 
-    # the sacrum: split S1 (above the S1/S2 plane, one L5 pitch below the L5-S1 disc) from the rest
+    # the sacrum: split S1 (above the S1/S2 plane: perpendicular to S1's axis, one L5 pitch below
+    # the L5-S1 disc) from the rest
     kinds = ["vertebra"] * n_vert
     if sacrum and n_vert >= 2:
-        l5_pitch = (peaks[2] - peaks[1]) if n_vert >= 3 else (peaks[1] - peaks[0])
+        # L5's pitch (its pedicles to L4's), as arc length along the canal: the peaks are axial
+        # slice indices, shorter than the pitch where the lumbosacral canal leans forward
+        p_lo, p_hi = (peaks[1], peaks[2]) if n_vert >= 3 else (peaks[0], peaks[1])
+        l5_pitch_mm = float(np.linalg.norm(np.diff(cz[p_lo:p_hi + 1], axis=0), axis=1).sum())
         # from the L5-S1 disc's middle to the S1/S2 junction: half that disc, S1's body (about
         # as tall as L5's: 30 mm anteriorly [L4L5-ANAT]) and half the rudimentary S1/S2 disc,
         # i.e. about one L5 pitch (body + disc)
-        l5_body_mm = 1.0 * l5_pitch
-        # a plane parallel to the L5-S1 disc (normal: the canal's direction there), through the
-        # disc on the body's axis: surfaces of equal canal arc length fan out where the sacral
-        # canal bends back, and would tilt the split
         d = int(np.clip(round(discs[0]), 0, nz - 1))
+        # the S1/S2 junction is S1's inferior endplate: perpendicular to S1's own long axis, not
+        # to the canal at the disc (which bends there by the lumbosacral angle). The canal runs
+        # along S1's posterior wall, so its chord through S1's upper half (the disc down to half
+        # a pitch below it) is S1's axis; lower down the sacral canal curves back with the
+        # sacral kyphosis
+        d_mid = int(np.clip(round(discs[0] - 0.5 * (p_hi - p_lo)), 0, nz - 1))
+        s1_axis = cz[d] - cz[d_mid]
+        s1_axis = s1_axis / np.linalg.norm(s1_axis) if np.linalg.norm(s1_axis) > 0 else tg[d]
+        # a plane through the disc on the body's axis
         disc_point = cz[d] + V[d] * BODY_PROFILE_DEPTH_MM
         sac = labels == 1
         sac_idx = np.argwhere(sac)
-        below = (sac_idx - disc_point) @ tg[d] < -l5_body_mm
+        below = (sac_idx - disc_point) @ s1_axis < -l5_pitch_mm
         rest = np.zeros(shape, bool)
         rest[tuple(sac_idx[below].T)] = True
         labels[rest] = 0  # temporarily

@@ -45,7 +45,7 @@ MAX_SLICE_MM = 5.0
 #: Said with every measurement made on the builtin segmentation until it is validated on real CT.
 BUILTIN_FINDINGS_WARNING = (
     "measurements come from the builtin segmentation, whose vertebra boundaries on real CT agree "
-    "with TotalSegmentator only to a median Dice of 0.83 (chest CT, benchmarks/bench_segment.py): "
+    "with TotalSegmentator only to a median Dice of 0.84 (chest CT, benchmarks/bench_segment.py): "
     "slips, disc heights and canal figures are unconfirmed until checked on the images or "
     "remeasured on a validated segmentation (--backend labelmap)")
 #: HU above which a voxel is metal (cortical bone stays below ~2000 HU).
