@@ -65,6 +65,7 @@ def _overlay_png(path: Path, shot_view: Any, verts: Any, poses: Any, results: An
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import patheffects
     from skimage.measure import find_contours
 
     from spinenav.atomic import atomic_output
@@ -87,7 +88,7 @@ def _overlay_png(path: Path, shot_view: Any, verts: Any, poses: Any, results: An
                 ax.plot(c[:, 1], c[:, 0], color=col, lw=1.2)
         rr, cc = np.nonzero(drr > 0.15 * float(drr.max()))
         ax.text(float(cc.max()) + 4, float(rr.mean()), f"{vert.level} {'ok' if res.ok else 'NOT OK'}\nGC {res.similarity:.2f}",
-                color=col, fontsize=8, va="center")
+                color=col, fontsize=8, va="center", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     ax.set_xlim(-0.5, g.cols - 0.5)
     ax.set_ylim(g.rows - 0.5, -0.5)
     ax.axis("off")
