@@ -87,8 +87,9 @@ def _overlay_png(path: Path, shot_view: Any, verts: Any, poses: Any, results: An
             if len(c) > 20:
                 ax.plot(c[:, 1], c[:, 0], color=col, lw=1.2)
         rr, cc = np.nonzero(drr > 0.15 * float(drr.max()))
-        ax.text(float(cc.max()) + 4, float(rr.mean()), f"{vert.level} {'ok' if res.ok else 'NOT OK'}\nGC {res.similarity:.2f}",
-                color=col, fontsize=8, va="center", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+        label = f"{vert.level} {'ok' if res.ok else 'NOT OK'}\nGC {res.similarity:.2f}"
+        ax.text(float(cc.max()) + 4, float(rr.mean()), label, color=col, fontsize=8, va="center",
+                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     ax.set_xlim(-0.5, g.cols - 0.5)
     ax.set_ylim(g.rows - 0.5, -0.5)
     ax.axis("off")
@@ -153,7 +154,14 @@ def register(
         shots = [v for v, _ in views]
         volume = read_volume(ct)
         lab = _labels_for(ct, volume, labels)
-        verts = [prepare_vertebra(volume, lab, n) for n in names]
+        spine = None
+        if confirm:  # the neighbours for the level check; the registered vertebrae are among them
+            try:
+                spine = prepare_spine(volume, lab)
+            except SpinenavError as exc:
+                notes.append(f"level not confirmed: {exc}")
+        verts = [spine.vertebrae[n] if spine is not None and n in spine.vertebrae else prepare_vertebra(volume, lab, n)
+                 for n in names]
         T0 = np.eye(4)
         T0[:3, 3] = offset
         kw = {"T_init_world_from_ct": T0, "search_mm": search_mm, "search_rad": math.radians(search_deg),
@@ -167,16 +175,12 @@ def register(
         else:
             results = {names[0]: (register_vertebra_in_context(verts[0], patient, shots, **kw) if patient is not None
                                   else register_vertebra(verts[0], shots, **kw))}
-        if confirm:
-            try:
-                spine = prepare_spine(volume, lab)
-            except SpinenavError as exc:
-                notes.append(f"level not confirmed: {exc}")
-            else:
-                results = {n: confirm_level(r, spine, shots) for n, r in results.items()}
+        if spine is not None:
+            results = {n: confirm_level(r, spine, shots) for n, r in results.items()}
         ok = all(r.ok for r in results.values()) and (multi is None or multi.ok)
         doc = {"schema": REGISTRATION_SCHEMA, "ct": ct.name, "shots": [s.source for _, s in views],
-               "mode": "biplane" if len(views) == 2 else "monoplane", "method": method, "level_confirmed": confirm,
+               "mode": "biplane" if len(views) == 2 else "monoplane", "method": method,
+               "level_confirmed": spine is not None,
                "ok": ok, "levels": {n: r.to_dict() for n, r in results.items()}, "input_notes": notes}
         if multi is not None:
             doc["relative_motion"] = [m.to_dict() for m in multi.relative_motion]

@@ -110,26 +110,20 @@ def prepare_patient(ct: Volume, *, spectrum: Spectrum = Spectrum(), coarse_voxel
     return PatientVolume(full, _capped(full, _soft_mu(spectrum)), prepare_attenuation(coarse_ct, spectrum=spectrum))
 
 
-def _vertebra_parts(vert: VertebraVolume, T: NDArray[np.float64], shot: ShotView,
-                    mu_soft: float) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """(soft, bone) line integrals of the vertebra at ``T`` in ``shot``."""
-    own = render_line_integrals(moved_attenuation(vert.attenuation, T), shot.geometry, shot.pose)
-    soft = render_line_integrals(moved_attenuation(_capped(vert.attenuation, mu_soft), T), shot.geometry, shot.pose)
-    return soft, own - soft
-
-
 def _background_parts(shots: Sequence[ShotView], vert: VertebraVolume, patient: PatientVolume,
                       T: NDArray[np.float64]) -> list[tuple[NDArray[np.float32], NDArray[np.float32],
                                                              NDArray[np.float32]]]:
-    """Per shot (soft, bone) line integrals of everything but ``vert``, and the vertebra's own
-    (soft + bone), the patient at ``T``."""
-    mu_soft = _soft_mu(patient.full.spectrum)
+    """Per shot the (soft, bone) line integrals of everything but ``vert`` and the vertebra's own
+    line integral, the patient at ``T`` (line integrals add: background = patient - vertebra)."""
+    own, own_soft = vert.attenuation, _capped(vert.attenuation, _soft_mu(patient.full.spectrum))
     out = []
     for s in shots:
-        v_soft, v_bone = _vertebra_parts(vert, T, s, mu_soft)
-        soft = render_line_integrals(moved_attenuation(patient.soft, T), s.geometry, s.pose) - v_soft
-        bone = render_line_integrals(moved_attenuation(patient.full, T), s.geometry, s.pose) - v_soft - v_bone - soft
-        out.append((soft, bone, v_soft + v_bone))
+        def drr(att: AttenuationVolume) -> NDArray[np.float32]:
+            return render_line_integrals(moved_attenuation(att, T), s.geometry, s.pose)
+        L_vert = drr(own)
+        soft = drr(patient.soft) - drr(own_soft)
+        bone = drr(patient.full) - L_vert - soft
+        out.append((soft, bone, L_vert))
     return out
 
 
@@ -162,6 +156,19 @@ def subtract_background(shots: Sequence[ShotView], vert: VertebraVolume, patient
     return out, fits
 
 
+def _register_patient(patient: PatientVolume, points_ct_mm: NDArray[np.float64], centre_ct_mm: NDArray[np.float64],
+                      shots: Sequence[ShotView], T_init_world_from_ct: ArrayLike | None, search_mm: float,
+                      search_rad: float, seed: int, kwargs: dict[str, Any]) -> tuple[IntensityResult, str]:
+    """Stage 1: the whole patient (coarse copy), rotating about ``centre_ct_mm``, its region the
+    box of ``points_ct_mm``; with the note that reports it."""
+    whole = VertebraVolume("patient", patient.coarse, centre_ct_mm, points_ct_mm)
+    r = register_vertebra(whole, shots, T_init_world_from_ct=T_init_world_from_ct, search_mm=search_mm,
+                          search_rad=search_rad, seed=seed, compute_uncertainty=False, **{**STAGE1_SETTINGS, **kwargs})
+    note = (f"stage 1 (whole patient): GC {r.similarity:.3f}, {r.n_evaluations} evaluations, {r.seconds:.1f} s"
+            + (f"; {r.reason}" if r.reason else ""))
+    return r, note
+
+
 def register_vertebra_in_context(vert: VertebraVolume, patient: PatientVolume, shots: Sequence[ShotView], *,
                                  T_init_world_from_ct: ArrayLike | None = None, search_mm: float = 20.0,
                                  search_rad: float = math.radians(20.0), local_mm: float = 8.0,
@@ -190,14 +197,9 @@ def register_vertebra_in_context(vert: VertebraVolume, patient: PatientVolume, s
     """
     t0 = time.perf_counter()
     if patient_T_world_from_ct is None:
-        whole = VertebraVolume(f"patient@{vert.level}", patient.coarse, vert.centroid_ct_mm, vert.points_ct_mm)
-        stage1 = register_vertebra(whole, shots, T_init_world_from_ct=T_init_world_from_ct, search_mm=search_mm,
-                                   search_rad=search_rad, seed=seed, compute_uncertainty=False,
-                                   **{**STAGE1_SETTINGS, **kwargs})
-        T1 = stage1.T_world_from_ct
-        note1 = (f"stage 1 (whole patient): GC {stage1.similarity:.3f}, {stage1.n_evaluations} evaluations, "
-                 f"{stage1.seconds:.1f} s" + (f"; {stage1.reason}" if stage1.reason else ""))
-        n1 = stage1.n_evaluations
+        stage1, note1 = _register_patient(patient, vert.points_ct_mm, vert.centroid_ct_mm, shots,
+                                          T_init_world_from_ct, search_mm, search_rad, seed, kwargs)
+        T1, n1 = stage1.T_world_from_ct, stage1.n_evaluations
     else:
         T1 = np.asarray(patient_T_world_from_ct, dtype=np.float64)
         note1, n1 = "stage 1 skipped: the patient's pose was given", 0
@@ -236,10 +238,8 @@ def register_levels_in_context(verts: Sequence[VertebraVolume], patient: Patient
     max_deg = DEFAULT_MAX_RELATIVE_DEG if max_relative_deg is None else float(max_relative_deg)
     order = sorted(verts, key=lambda v: level_order(v.level))
     pts = np.vstack([v.points_ct_mm for v in order])
-    whole = VertebraVolume("patient", patient.coarse, pts.mean(axis=0), pts)
-    stage1 = register_vertebra(whole, shots, T_init_world_from_ct=T_init_world_from_ct, search_mm=search_mm,
-                               search_rad=search_rad, seed=seed, compute_uncertainty=False,
-                               **{**STAGE1_SETTINGS, **kwargs})
+    stage1, note1 = _register_patient(patient, pts, pts.mean(axis=0), shots, T_init_world_from_ct, search_mm,
+                                      search_rad, seed, kwargs)
     T1 = stage1.T_world_from_ct
     results = {}
     for v in order:
@@ -255,7 +255,6 @@ def register_levels_in_context(verts: Sequence[VertebraVolume], patient: Patient
     reasons = [f"{n}: {r.reason}" for n, r in results.items() if not r.ok]
     reasons += [f"{m.cranial}-{m.caudal} moved {m.translation_mm:.1f} mm / {m.rotation_deg:.1f} deg relative to each "
                 f"other (bounds {max_mm:g} mm / {max_deg:g} deg)" for m in motions if not m.within_bounds]
-    notes = (f"stage 1 (whole patient, shared): GC {stage1.similarity:.3f}"
-             + (f"; {stage1.reason}" if stage1.reason else ""),)
+    notes = (note1.replace("stage 1 (whole patient)", "stage 1 (whole patient, shared)"),)
     return MultiLevelResult(tuple(v.level for v in order), results, tuple(motions), max_mm, max_deg,
                             ok=not reasons, reason="; ".join(reasons), seconds=time.perf_counter() - t0, notes=notes)

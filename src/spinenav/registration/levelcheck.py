@@ -214,13 +214,14 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
     axis_w = T0[:3, :3] @ spine.axis_cc_ct
     # footprint tolerance: 2 mm at the isocentre
     footprint_px = 2.0 * g.magnification / min(g.pixel_spacing_mm)
+    # step 1 moves the whole bone, or the whole patient
+    moving = spine.bone if patient is None else VertebraVolume(
+        "patient", patient.coarse, spine.bone.centroid_ct_mm, spine.bone.points_ct_mm)
     hyps = []
     for k in shifts:
         Tk = np.eye(4)
         Tk[:3, 3] = k * spine.spacing_mm * axis_w
-        # 1. the whole bone (or the whole patient), rigidly, from this hypothesis' start
-        moving = spine.bone if patient is None else VertebraVolume(
-            "patient", patient.coarse, spine.bone.centroid_ct_mm, spine.bone.points_ct_mm)
+        # 1. rigidly, from this hypothesis' start
         r = register_vertebra(moving, [shot], T_init_world_from_ct=Tk @ T0, search_mm=search_mm,
                               search_rad=search_rad, gc_threshold=gc_threshold, seed=seed + 17 * (k + 5),
                               coarse_evaluations=150, fine_evaluations=40, restarts=0,
