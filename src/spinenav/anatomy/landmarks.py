@@ -82,6 +82,18 @@ MIN_CANAL_AREA_MM2 = 15.0
 SWEEP_HALF_MM, SWEEP_STEP_MM, SECTION_RADIUS_MM, SECTION_PIXEL_MM = 8.0, 0.5, 12.0, 1.0 / 3.0
 #: Trial transverse angle of the pedicle axis before the sweep refines it (radians).
 TRIAL_TPA_RAD = math.radians(18.0)
+#: The pedicle's axis: through the centroids of the clean sections within this of the
+#: isthmus (mm) and at most this multiple of its area.
+AXIS_RUN_MM = 6.0
+AXIS_RUN_AREA = 2.0
+#: The isthmus centre moves to the narrowest width within this of the least-area section (mm)
+ISTHMUS_WIDTH_SEARCH_MM = 2.0
+#: ... unless the pedicle's height there exceeds the least-area section's by more than this (mm).
+ISTHMUS_HEIGHT_JUMP_MM = 1.0
+#: Transverse-process tips: parallel rays within this of the end's voxels (mm); the apex is
+#: the mean of the edge points within TIP_APEX_MM of the farthest along the process's axis.
+TIP_SEARCH_MM = 2.5
+TIP_APEX_MM = 0.25
 #: Facet joints: voxels within this distance of both bones, with the two distances adding up
 #: to at most FACET_SPAN_MM, form the joint space (mm).
 FACET_REACH_MM = 2.5
@@ -89,6 +101,10 @@ FACET_SPAN_MM = 4.0
 #: ... and the bones face each other within 60 degrees of the axial plane (cos of 30 deg
 #: from the cranio-caudal axis).
 FACET_MAX_CC_COS = 0.85
+#: the joint's plane within its contact zone: separating directions within ~35 degrees of the
+#: dominant one, voxels within this distance of the plane (the zone is ~2 x 2 mm thick)
+FACET_PLANE_COS = 0.82
+FACET_SLAB_MM = 2.0
 
 _SIDES = {"left": 1.0, "right": -1.0}
 _SIDE_WORDS = {"L": "left", "R": "right", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
@@ -176,13 +192,17 @@ def _ray_edges(mask: _Sampler, ct: _Sampler | None, origins: NDArray, dirs: NDAr
     t_mask = t[i0] + np.clip(frac, 0.0, 1.0) * step_mm
     t_edge = t_mask.copy()
     from_ct = np.zeros(len(t_mask), bool)
-    # how far apart are the CT's samples along each ray? Beyond MAX_CT_SAMPLE_MM the profile's
-    # steepest point is aliased (thin cortex between coarse slices) and the label map's
-    # boundary, unbiased on average over a tilted surface, is the better estimate
+    # how coarse is the CT along each ray? Beyond MAX_CT_SAMPLE_MM the profile's steepest
+    # point is aliased (thin cortex between coarse slices) and the label map's boundary,
+    # unbiased on average over a tilted surface, is the better estimate. The voxel's extent
+    # along the ray, |D^T d| with D the voxel axes times their spacings: the spacing itself
+    # on isotropic voxels in any direction (the distance between crossings of one axis's
+    # voxel planes, used before, put 1 mm voxels at 1.35-1.7 mm along oblique rays and left
+    # the S1 pedicle's width, 42 degrees off the grid, to the label map: +0.5 mm)
     use_ct = np.zeros(len(dirs), bool)
     if ct is not None:
-        v = dirs @ ct.T_index_from_world[:3, :3].T
-        use_ct = 1.0 / np.abs(v).max(axis=1) <= MAX_CT_SAMPLE_MM
+        D = np.linalg.inv(ct.T_index_from_world[:3, :3])  # columns: voxel axes x spacing
+        use_ct = np.linalg.norm(dirs @ D, axis=1) <= MAX_CT_SAMPLE_MM
     if ct is not None and (found & use_ct).any():
         f = ct(P)
         g = np.gradient(f, step_mm, axis=1)
@@ -617,7 +637,13 @@ def _endplate_final(crop: _Crop, w: _Work, top: bool, core: _Footprint | None = 
     cxy = near[:, :2].mean(axis=0) if axis_xy is None else np.asarray(axis_xy, float)
     cz = sgn * (cxy @ np.array([a2, b2]) + c2)
     centre_loc = np.array([cxy[0], cxy[1], cz])
-    mid = near[np.abs(near[:, 0] - cxy[0]) < 2.0]  # the mid-sagittal line
+    # the mid-sagittal line, in a layer at least one voxel thick along the axis so that a
+    # plane oblique to thick slices keeps voxels all along it (L4 on 0.8 x 0.8 x 2 mm voxels:
+    # the thin layer lost the front and back of the line, 31.5 mm long for the bone's 34.4;
+    # now 34.1)
+    layer_ap = max(layer, _voxel_extent(crop, w.R[:, 2]))
+    near_ap = body[np.abs(body[:, 2] - zpl) < layer_ap]
+    mid = near_ap[np.abs(near_ap[:, 0] - cxy[0]) < 2.0]
     ap_len = float(np.ptp((mid if len(mid) > 5 else near)[:, 1]) + _voxel_extent(crop, w.R[:, 1]))
     lr_len = float(np.ptp(near[:, 0]) + _voxel_extent(crop, w.R[:, 0]))
     flags, reasons = [], []
@@ -748,7 +774,7 @@ def _find_isthmus(crop: _Crop, w: _Work, side: str, *, trial_tpa_rad: float = TR
                 area = float(np.polyval(A, s_star))
         cs, ss = sw.centroid[ok], sw.s[ok]
         C = np.array([np.interp(s_star, ss, cs[:, j]) for j in range(3)])
-        run = _contiguous(ok & (np.abs(sw.s - s_star) <= 6.0) & (sw.area <= 2.0 * area), i_min)
+        run = _contiguous(ok & (np.abs(sw.s - s_star) <= AXIS_RUN_MM) & (sw.area <= AXIS_RUN_AREA * area), i_min)
         a_new = a
         if run.sum() >= 4:
             _, d = _line_fit(sw.centroid[run])
@@ -771,6 +797,42 @@ def _find_isthmus(crop: _Crop, w: _Work, side: str, *, trial_tpa_rad: float = TR
     return P, a, area, notes
 
 
+def _narrowest_width(crop: _Crop, C: NDArray, a: NDArray, wd: NDArray, offs: list[NDArray]) -> NDArray:
+    """Move the isthmus centre along the axis to the narrowest width within
+    +-ISTHMUS_WIDTH_SEARCH_MM (parabola through the least width and its neighbours).
+
+    The least-area section is not the narrowest one where the pedicle's height changes
+    faster than its width (S1: the area's minimum sat 0.5-1 mm behind the narrowest width,
+    which is where the isthmus is defined, and its width read 0.3-0.5 mm wide). Only where
+    every chord has CT edges; else the centre stays."""
+    s = np.arange(-ISTHMUS_WIDTH_SEARCH_MM, ISTHMUS_WIDTH_SEARCH_MM + 1e-9, 0.5)
+    widths = np.full(len(s), np.nan)
+    for i, si in enumerate(s):
+        wi, _, _, from_ct = _chord(crop.mask_s, crop.ct_s, C + si * a, wd, offsets=offs, t_max_mm=20.0)
+        if wi is not None and from_ct:
+            widths[i] = wi
+    # only on CT edges: the label map's stair steps (+-half a voxel) are larger than the
+    # tenths of a mm the width changes by along a pedicle (the chest's 0.7 x 0.7 x 2.5 mm
+    # labels moved an L1 isthmus 2 mm, into a section whose height ran into other bone)
+    if not np.isfinite(widths).all():
+        return C
+    i = int(np.nanargmin(widths))
+    if i in (0, len(s) - 1):
+        return C  # no minimum inside the window: keep the least-area section
+    y0, y1, y2 = widths[i - 1], widths[i], widths[i + 1]
+    den = y0 - 2.0 * y1 + y2
+    ds = 0.5 * (y0 - y2) / den if den > 1e-9 else 0.0
+    C_new = C + (float(s[i]) + float(np.clip(ds, -0.5, 0.5)) * 0.5) * a
+    # ... and only within the pedicle: a section whose height runs into other bone (a
+    # transverse process, the lamina) is no isthmus
+    hd = _unit(np.cross(a, wd))
+    h_old, *_ = _chord(crop.mask_s, crop.ct_s, C, hd, t_max_mm=25.0)
+    h_new, *_ = _chord(crop.mask_s, crop.ct_s, C_new, hd, t_max_mm=25.0)
+    if h_old is None or h_new is None or h_new > h_old + ISTHMUS_HEIGHT_JUMP_MM:
+        return C
+    return C_new
+
+
 def _pedicle(crop: _Crop, w: _Work, side: str) -> Pedicle | None:
     found = None
     for trial_deg in (18.0, 35.0, 5.0):  # the usual convergence first, then a sacral and a thoracic one
@@ -790,6 +852,7 @@ def _pedicle(crop: _Crop, w: _Work, side: str) -> Pedicle | None:
         hd = -hd
     offs_w = [dh * hd + da * a for dh in (-0.4, 0.0, 0.4) for da in (-0.4, 0.0, 0.4) if dh or da]
     offs_h = [dw * wd + da * a for dw in (-0.4, 0.0, 0.4) for da in (-0.4, 0.0, 0.4) if dw or da]
+    C = _narrowest_width(crop, C, a, wd, offs_w)
     width, _, _, w_ct = _chord(crop.mask_s, crop.ct_s, C, wd, offsets=offs_w, t_max_mm=20.0)
     height, _, _, h_ct = _chord(crop.mask_s, crop.ct_s, C, hd, offsets=offs_h, t_max_mm=25.0)
     e = _ray_edges(crop.mask_s, crop.ct_s, np.array([C, C]), np.array([a, -a]), 90.0, step_mm=0.1)
@@ -1029,9 +1092,24 @@ def _transverse_tip(crop: _Crop, w: _Work, side: str) -> Point | None:
     d_w = w.R @ d
     proj = cand @ d
     cap = cand[proj >= proj.max() - 1.0].mean(axis=0)  # the far end, then onto its surface
-    start = w.world(cap) - 2.0 * d_w
-    e = _ray_edges(crop.mask_s, crop.ct_s, start[None], d_w[None], 6.0)
-    tip_w = start + e.t_mm[0] * d_w if e.found[0] else w.world(cap) + 0.5 * _voxel_extent(crop, d_w) * d_w
+    # the surface point farthest along the axis: parallel rays around the end's voxels (the
+    # centroid of the last ~1 mm of voxels of a pointed end sits up to 1 mm off its apex);
+    # the apex is the mean of the edge points within TIP_APEX_MM of the farthest
+    e1 = _unit(np.cross(d_w, w.R[:, 2] if abs(d_w @ w.R[:, 2]) < 0.9 else w.R[:, 1]))
+    e2 = np.cross(d_w, e1)
+    off = np.arange(-TIP_SEARCH_MM, TIP_SEARCH_MM + 1e-9, 0.5)
+    # across thick slices the apex is left where the voxels' centroid puts it (on 2 mm slices
+    # the farthest-reaching rays all lie in one slice: up to 1.1 mm off in cc)
+    thin_e2 = float(np.linalg.norm(e2 @ crop.T_world_from_crop[:3, :3])) <= MAX_CT_SAMPLE_MM
+    uu, vv = np.meshgrid(off, off if thin_e2 else [0.0], indexing="ij")
+    starts = w.world(cap) - 3.0 * d_w + uu.reshape(-1, 1) * e1 + vv.reshape(-1, 1) * e2
+    e = _ray_edges(crop.mask_s, crop.ct_s, starts, np.repeat(d_w[None], len(starts), 0), 7.0)
+    if e.found.any():
+        pts = starts[e.found] + e.t_mm[e.found, None] * d_w
+        reach = pts @ d_w
+        tip_w = pts[reach >= reach.max() - TIP_APEX_MM].mean(axis=0)
+    else:
+        tip_w = w.world(cap) + 0.5 * _voxel_extent(crop, d_w) * d_w
     flags, reason, conf = [], None, 1.0
     if _near_border(crop, tip_w[None], 2):
         flags, reason, conf = ["cut_by_field_of_view"], "the process reaches the edge of the scanned volume", 0.3
@@ -1039,6 +1117,92 @@ def _transverse_tip(crop: _Crop, w: _Work, side: str) -> Point | None:
 
 
 # ============================================================================ facets
+def _grad_at(g: NDArray, idx: NDArray, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Scatter per-voxel vectors `g` (N, 3) at indices `idx` into an array of `shape` + (3,)."""
+    out = np.zeros((*shape, 3))
+    out[tuple(idx.T)] = g
+    return out
+
+
+def _joint_slab(comp: NDArray[np.bool_], T: NDArray, g_full: NDArray, ma: NDArray[np.bool_],
+                mb: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The planar part of a facet joint's contact zone, where the two articular surfaces face
+    each other.
+
+    Where two vertebrae also come close beside the joint (a slipped vertebra's arch against
+    the articular process below), the zone within reach of both bones runs on around a
+    corner, and its centroid leaves the joint; beyond a process's rounded end the other bone
+    is still within reach, though not across the joint. So: for each dominant separating
+    direction n (the gradient of the two distance maps, mean-shifted within FACET_PLANE_COS),
+    the voxels separated along about n, within FACET_SLAB_MM of their median plane, with
+    bone a within FACET_REACH_MM behind along -n and bone b in front along +n; the direction
+    that keeps the most voxels wins, and its largest connected part is the joint."""
+    cidx = np.argwhere(comp)
+    if len(cidx) < 8:
+        return comp
+    pw = apply_affine(T, cidx.astype(float))
+    g = g_full[tuple(cidx.T)]
+    gn = np.linalg.norm(g, axis=1)
+    ok = gn > 1e-6
+    if ok.sum() < 8:
+        return comp
+    u = np.zeros_like(g)
+    u[ok] = g[ok] / gn[ok, None]
+    # a behind / b in front along a direction: looked up on the voxel grid
+    Tinv = np.linalg.inv(T)
+    shape = np.array(comp.shape)
+    steps = np.arange(0.0, FACET_REACH_MM + 1e-9, 0.5)
+
+    def facing(n: NDArray) -> NDArray[np.bool_]:
+        n_idx = Tinv[:3, :3] @ n
+        has = []
+        for sgn, mask in ((-1.0, ma), (1.0, mb)):
+            h = np.zeros(len(cidx), bool)
+            for t in steps:
+                q = np.rint(cidx + sgn * t * n_idx).astype(int)
+                inside = np.all((q >= 0) & (q < shape), axis=1)
+                h[inside] |= mask[tuple(q[inside].T)]
+            has.append(h)
+        return has[0] & has[1]
+
+    best, best_n = None, -1
+    seeds = np.flatnonzero(ok)[np.linspace(0, ok.sum() - 1, min(12, int(ok.sum()))).astype(int)]
+    tried: list[NDArray] = []
+    for i in seeds:
+        n = u[i]
+        for _ in range(6):  # mean shift of the directions
+            near = ok & (u @ n >= FACET_PLANE_COS)
+            if near.sum() < 4:
+                break
+            n = _unit(u[near].sum(axis=0))
+        if any(float(n @ m) > 0.99 for m in tried):
+            continue
+        tried.append(n)
+        dirs_ok = ok & (u @ n >= FACET_PLANE_COS)
+        if dirs_ok.sum() < 4:
+            continue
+        off = float(np.median(pw[dirs_ok] @ n))
+        keep = dirs_ok & (np.abs(pw @ n - off) <= FACET_SLAB_MM) & facing(n)
+        if keep.sum() > best_n:
+            best, best_n = keep, int(keep.sum())
+    if best is None or best_n < 4:
+        return comp
+    for _ in range(2):  # refine: the plane through the kept voxels
+        cen = pw[best].mean(axis=0)
+        n = np.linalg.svd(pw[best] - cen, full_matrices=False)[2][2]
+        n = n if float(n @ u[best].sum(axis=0)) > 0 else -n
+        keep = ok & (u @ n >= FACET_PLANE_COS) & (np.abs((pw - cen) @ n) <= FACET_SLAB_MM) & facing(n)
+        if keep.sum() < 4:
+            break
+        best = keep
+    sub = np.zeros_like(comp)
+    sub[tuple(cidx[best].T)] = True
+    lab, nl = ndimage.label(sub, structure=np.ones((3, 3, 3)))
+    if nl > 1:
+        sub = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    return sub
+
+
 def _facet_joints(labels: Volume, a: _Crop, wa: _Work, b: _Crop, wb: _Work) -> tuple[dict[str, Facet], dict[str, Facet]]:
     """Facet joints between vertebrae a and b: (facets of a, facets of b), keyed
     "superior_left" etc. from each vertebra's own point of view."""
@@ -1089,6 +1253,7 @@ def _facet_joints(labels: Volume, a: _Crop, wa: _Work, b: _Crop, wb: _Work) -> t
         sizes = np.bincount(lab.ravel())[1:]
         k = int(np.argmax(sizes)) + 1
         comp = lab == k
+        comp = _joint_slab(comp, T, _grad_at(g, idx, J.shape), ma, mb)
         cidx = np.argwhere(comp)
         cw = apply_affine(T, cidx.astype(float))
         centre = cw.mean(axis=0)
@@ -1107,7 +1272,13 @@ def _facet_joints(labels: Volume, a: _Crop, wa: _Work, b: _Crop, wb: _Work) -> t
         gap_vox = comp & ~ma & ~mb
         # distances run to the nearest voxel centre, half a voxel beyond each surface
         gap = max(float(np.median((da + db)[gap_vox])) - float(np.mean(sp)), 0.0) if gap_vox.any() else 0.0
-        area = float(comp.sum() * vox / max(FACET_SPAN_MM - gap, 1.0))
+        # contact area: the joint's voxels projected on its plane, counted on cells of the
+        # voxels' mean size (approximate: ~1 cell of rim)
+        h = float(np.cbrt(vox))
+        e1 = _unit(np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0]))
+        e2 = np.cross(normal, e1)
+        cells = np.unique(np.floor(np.stack([cw @ e1, cw @ e2], axis=1) / h).astype(np.int64), axis=0)
+        area = float(len(cells) * h * h)
         conf = 1.0 if comp.sum() * vox >= 20.0 else 0.5
         flags = [] if conf == 1.0 else ["small_contact"]
         reason = None if conf == 1.0 else "the joint space found is small"
