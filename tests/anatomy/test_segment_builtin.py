@@ -1,8 +1,8 @@
 """The builtin (CT-only) segmentation: found, named and overlapping the truth; bad input refused.
 
-The thresholds below are regression floors at the level measured when this was written, not
-the issue's targets (phantom Dice >= 0.95, chest CT median >= 0.85): those are not met yet, and
-benchmarks/bench_segment.py prints the current figures.
+The thresholds below are regression floors just under the level measured when this was written;
+the issue's targets are phantom Dice >= 0.95 for every vertebra and chest CT median >= 0.85 with
+none below 0.75 (benchmarks/bench_segment.py prints the current figures).
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def test_phantom_labels_overlap_truth(phantom_and_seg):
     truth, ours = ph.labels.array, seg.labels.array
     dice = {v.name: _dice(ours == v.label_id, truth == v.label_id) for v in seg.vertebrae}
     lumbar = [dice[n] for n in ("L1", "L2", "L3", "L4", "L5")]
-    assert min(lumbar) >= 0.97, dice  # measured 0.981-0.987
-    # rib joints and the S1/S2 junction: measured T11 0.966, T12 0.974, S1 0.956
-    assert min(dice[n] for n in ("T11", "T12", "S1")) >= 0.94, dice
+    assert min(lumbar) >= 0.975, dice  # measured 0.981-0.987
+    # rib joints and the S1/S2 junction: measured T11 0.967, T12 0.974, S1 0.976
+    assert min(dice[n] for n in ("T11", "T12")) >= 0.96, dice
+    assert dice["S1"] >= 0.965, dice
 
 
 @pytest.mark.parametrize("variant", [dict(slip_mm={"L4": 8.0}), dict(scoliosis_deg=20.0)],
@@ -60,10 +61,11 @@ def test_phantom_variants_keep_the_levels(variant):
     assert seg.naming.ok
     dice = {v.name: _dice(seg.labels.array == v.label_id, ph.labels.array == v.label_id)
             for v in seg.vertebrae}
-    # measured: L1-L5 0.981-0.990 both; S1 0.897 (slip: L4's slip lengthens L5's pitch, which
-    # places the S1/S2 plane) and 0.964 (scoliosis)
-    assert min(dice[n] for n in ("L1", "L2", "L3", "L4", "L5")) >= 0.97, dice
-    assert dice["S1"] >= 0.87, dice
+    # measured: L1-L5 0.980-0.990 both; S1 0.985 (slip: the S1/S2 plane is placed by the median
+    # of the lowest three pitches, not L5's own, which L4's slip lengthens: 0.897 so) and 0.956
+    # (scoliosis)
+    assert min(dice[n] for n in ("L1", "L2", "L3", "L4", "L5")) >= 0.975, dice
+    assert dice["S1"] >= 0.95, dice
 
 
 @pytest.mark.realdata
@@ -75,7 +77,8 @@ def test_chest_ct_every_vertebra_found_and_named(chest_ct_path: Path, chest_labe
     assert names[names.index("L1"):names.index("T1") + 1] == ["L1", "T12"] + [f"T{i}" for i in range(11, 0, -1)]
     full = [v for v in seg.vertebrae if not v.partial]
     dice = [_dice(seg.labels.array == v.label_id, ref == v.label_id) for v in full]
-    assert min(dice) >= 0.785 and float(np.median(dice)) >= 0.835, dice  # measured 0.794-0.891, median 0.841
+    # measured 0.810-0.888, median 0.851 (disc planes tilted as this spine's fitted discs are)
+    assert min(dice) >= 0.80 and float(np.median(dice)) >= 0.847, dice
     assert all(v.confidence <= 0.8 for v in seg.vertebrae)  # one anchor (ribs): said so
 
 
