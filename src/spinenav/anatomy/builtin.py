@@ -11,11 +11,14 @@ The route, stage by stage (each stage records how sure it is in :class:`BuiltinT
    anterior; every bone voxel gets its (s, u, v).
 3. **Bone mask**: hysteresis (> 110 HU connected to > 300 HU) on a smoothed CT, minus
    contrast-filled vessels (homogeneous regions, local SD < 40 HU: the aorta lies against
-   the bodies and is brighter than osteoporotic bone), with the marrow filled slice by
-   slice (the canal's own hole kept open).
+   the bodies and is brighter than osteoporotic bone, but never what the cortex encloses),
+   with the marrow filled slice by slice (the canal's own hole kept open).
 4. **Pedicles -> vertebrae**: walking up the canal, dense bone immediately lateral to it on
    both sides (<= 16 mm, +-20 degrees of pure lateral) marks each vertebra's pedicles; at a
    disc level the same place is the empty intervertebral foramen. One peak per vertebra.
+   Below the trace's caudal end the canal is continued straight for SACRAL_EXTRAPOLATE_MM:
+   the sacrum's flat canal is traced over only part of it, and its block of lateral bone, cut
+   short by the trace, would read as a pedicle.
 5. **Discs**: between consecutive pedicle peaks, just above the lower one (pedicles join the
    cranial part of their body), where a dark band lies between two bright endplates.
 6. **Separation**: seeded watershed on the negative distance transform of the bone mask
@@ -78,6 +81,10 @@ PEDICLE_HU = 200.0
 #: Lateral (|u|), anterior (v) and posterior (-v) distance beyond which bone is not spine, mm.
 OTHER_BONE_LATERAL_MM, OTHER_BONE_ANTERIOR_MM, OTHER_BONE_POSTERIOR_MM = 55.0, 75.0, 60.0
 WORK_SPACING_MM = 1.0
+#: The pedicle signal is sampled this far (mm) below the canal trace's caudal end (phantom,
+#: 2 mm slices: the trace stops 20 mm above the field of view's end in the sacrum, and the
+#: sacral block it leaves, 15 mm, is shorter than the 18 mm that tell it from a pedicle).
+SACRAL_EXTRAPOLATE_MM = 8.0
 #: Lamina seeds reach this far from the midline (mm) and 6-16 mm behind the canal's centre: the lamina runs out to the facets at
 #: ~15-20 mm, so the next vertebra's articular processes cannot flood it through a tight joint.
 LAMINA_SEED_HALF_WIDTH_MM = 13.0
@@ -627,7 +634,8 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
 
     # 2. working grid around the canal
     report("resampling the spine region", 0.15)
-    lo = np.array([canal_pts[:, 0].min() - 75, canal_pts[:, 1].min() - 80, canal_pts[:, 2].min() - 8])
+    lo = np.array([canal_pts[:, 0].min() - 75, canal_pts[:, 1].min() - 80,
+                   canal_pts[:, 2].min() - SACRAL_EXTRAPOLATE_MM - 4])
     hi = np.array([canal_pts[:, 0].max() + 75, canal_pts[:, 1].max() + 65, canal_pts[:, 2].max() + 8])
     shape, affine = _lps_grid(ct, WORK_SPACING_MM, lo, hi)
     work = resample_to_grid(ct, shape, affine)
@@ -662,9 +670,11 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
     disk2 = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2
     bone = raw.copy()
     interior = np.zeros_like(raw)
+    enclosed = np.zeros_like(raw)
     for k in range(nz):
         b = ndi.binary_closing(raw[:, :, k], structure=disk2)
-        holes = ndi.binary_fill_holes(b) & ~raw[:, :, k]
+        enclosed[:, :, k] = ndi.binary_fill_holes(b)
+        holes = enclosed[:, :, k] & ~raw[:, :, k]
         hl, _ = ndi.label(holes)
         ci, cj = np.round(cz[k, :2]).astype(int)
         if 0 <= ci < shape[0] and 0 <= cj < shape[1] and hl[ci, cj]:
@@ -674,7 +684,11 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         interior[:, :, k] = holes
     vessel_zone = ndi.binary_dilation(
         ndi.binary_opening((sm > 150) & (_local_sd(a, 5) < VESSEL_SD_HU), iterations=2), iterations=4)
-    bone &= ~(vessel_zone & (sm < 450) & ~interior)
+    # what the cortex encloses is marrow, never a vessel: in a noisy CT (or one resampled with
+    # interpolation, which lowers the noise) the marrow is as homogeneous as a vessel, and only
+    # part of it is taken out of `raw` above and filled back as a hole; the rest would be cut
+    # here (phantom, 60 HU noise: the sacral alae were lost to the pelvis so)
+    bone &= ~(vessel_zone & (sm < 450) & ~enclosed)
     sm05 = ndi.gaussian_filter(a, 0.5)
     # the outer surface at the local half-maximum between the nearby cortex and soft tissue
     local_max = ndi.maximum_filter(sm05, size=5)
@@ -706,7 +720,12 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
             vals = ndi.map_coordinates(sm, pts.reshape(-1, 3).T, order=1).reshape(len(theta), len(radii))
             hits.append((vals > PEDICLE_HU).any(axis=1).mean())
         lateral[k] = min(hits)
-    lateral[~inside_z] = 0.0
+    # below the trace's caudal end the canal is taken as straight on: the sacral canal is often
+    # too flat to be traced as an enclosed hole to its end, and a sacral block cut short by the
+    # trace would read as a pedicle
+    sampled_z = ((zs >= canal_pts[:, 2].min() - SACRAL_EXTRAPOLATE_MM)
+                 & (zs <= canal_pts[:, 2].max() + 2))
+    lateral[~sampled_z] = 0.0
     ped_signal = ndi.gaussian_filter1d(lateral, 1.0)
     peaks, _ = find_peaks(ped_signal, distance=10, prominence=0.2)
     if len(peaks) < 1:
