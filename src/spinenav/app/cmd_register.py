@@ -176,7 +176,7 @@ def register(
             results = {names[0]: (register_vertebra_in_context(verts[0], patient, shots, **kw) if patient is not None
                                   else register_vertebra(verts[0], shots, **kw))}
         if spine is not None:
-            results = {n: confirm_level(r, spine, shots) for n, r in results.items()}
+            results = {n: confirm_level(r, spine, shots, patient=patient) for n, r in results.items()}
         ok = all(r.ok for r in results.values()) and (multi is None or multi.ok)
         doc = {"schema": REGISTRATION_SCHEMA, "ct": ct.name, "shots": [s.source for _, s in views],
                "mode": "biplane" if len(views) == 2 else "monoplane", "method": method,

@@ -87,12 +87,24 @@ class VertebraVolume:
         Centroid of the vertebra's label, CT LPS mm (the centre of rotation).
     points_ct_mm : (N, 3) ndarray
         Points of the vertebra (voxel centres, subsampled) for the mTRE, CT mm.
+    excess : AttenuationVolume or None
+        What moves when the vertebra moves inside the patient (:mod:`.incontext`): the
+        attenuation above the surrounding soft tissue's (``soft_tissue_hu``) on the same grid,
+        the margin without other labelled structures (a neighbour's facet, a rib head).
+    soft_tissue_hu : float
+        Median HU of the soft tissue in the vertebra's margin (what fills its place when it moves).
+    partial : str
+        Non-empty when the CT holds only part of the vertebra (its label reaches the edge of the
+        CT's field of view): says where. A registration of it is not trusted (``ok`` False).
     """
 
     level: str
     attenuation: AttenuationVolume
     centroid_ct_mm: NDArray[np.float64]
     points_ct_mm: NDArray[np.float64]
+    excess: AttenuationVolume | None = None
+    soft_tissue_hu: float = math.nan
+    partial: str = ""
 
 
 def prepare_vertebra(ct: Volume, labels: Volume, level: str, *, margin_mm: float = 3.0,
@@ -134,16 +146,80 @@ def prepare_vertebra(ct: Volume, labels: Volume, level: str, *, margin_mm: float
     rng = np.random.default_rng(0)
     sel = idx[rng.choice(len(idx), size=min(n_points, len(idx)), replace=False)]
     pts = sel @ ct.affine[:3, :3].T + ct.affine[:3, 3]
-    return VertebraVolume(level, att, centroid, pts)
+    excess, soft_hu = _excess_over_soft_tissue(ct, lab, keep, mask, att, spectrum)
+    return VertebraVolume(level, att, centroid, pts, excess, soft_hu, _cut_by_field_of_view(lab, idx, label_id, spacing))
+
+
+#: A vertebra whose label reaches the CT's edge is taken as cut off when its extent along that
+#: axis is below this fraction of the median extent of the vertebrae the CT holds whole.
+PARTIAL_EXTENT_FRACTION = 0.8
+
+
+def _cut_by_field_of_view(lab: NDArray, idx: NDArray, label_id: int, spacing: NDArray[np.float64]) -> str:
+    """Where the CT cuts the vertebra off ('' when it holds it whole, or nearly: a label that
+    touches the edge but is as long along that axis as the other vertebrae)."""
+    from scipy.ndimage import find_objects
+
+    from spinenav.anatomy.labels import is_vertebra_id
+
+    shape = np.array(lab.shape)
+    axes = [a for a in range(3) if idx[:, a].min() == 0 or idx[:, a].max() == shape[a] - 1]
+    if not axes:
+        return ""
+    boxes = [(i + 1, b) for i, b in enumerate(find_objects(lab)) if b is not None and is_vertebra_id(i + 1)
+             and i + 1 != label_id]
+    whole = [b for _, b in boxes if all(b[a].start > 0 and b[a].stop < shape[a] for a in range(3))]
+    out = []
+    for a in axes:
+        ext = (idx[:, a].max() - idx[:, a].min() + 1) * spacing[a]
+        ref = float(np.median([(b[a].stop - b[a].start) * spacing[a] for b in whole])) if whole else math.nan
+        if not ref > 0 or ext < PARTIAL_EXTENT_FRACTION * ref:
+            side = "first" if idx[:, a].min() == 0 else "last"
+            out.append(f"its label reaches the CT's {side} plane along {'ijk'[a]}, {ext:.0f} mm long there"
+                       + (f" vs {ref:.0f} mm for the vertebrae held whole" if ref > 0 else ""))
+    return "; ".join(out)
+
+
+#: The soft tissue around a vertebra: margin voxels in this HU range (fat to muscle and disc)
+#: give the level that fills the vertebra's place when it moves (their median).
+SOFT_TISSUE_HU_RANGE = (-150.0, 150.0)
+
+
+def _excess_over_soft_tissue(ct: Volume, lab: NDArray, keep: NDArray[np.bool_], mask: NDArray[np.bool_],
+                             att: AttenuationVolume, spectrum: Spectrum) -> tuple[AttenuationVolume | None, float]:
+    """The vertebra's attenuation above the soft tissue around it (clipped at 0), on ``att``'s
+    grid, the margin without other labels. A vertebra moving inside the patient displaces soft
+    tissue, not vacuum: rendering this excess over a background in which the vertebra's place
+    holds soft tissue adds no edge at the margin's outer surface (the masked CT's DRR has one
+    there, at whatever pose the margin is). None when the margin holds no soft tissue."""
+    from spinenav.fluoro.drr import hu_to_mu_per_mm
+
+    lo = np.rint(np.linalg.solve(ct.affine, att.affine[:, 3])[:3]).astype(int)
+    box = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, att.mu_per_mm.shape))
+    hu = np.asarray(ct.array)[box]
+    shell = keep[box] & ~mask[box] & (lab[box] == 0)
+    soft = hu[shell & (hu >= SOFT_TISSUE_HU_RANGE[0]) & (hu <= SOFT_TISSUE_HU_RANGE[1])]
+    if soft.size < 50:
+        return None, math.nan
+    soft_hu = float(np.median(soft))
+    mu_soft = float(hu_to_mu_per_mm(np.array([soft_hu], np.float32), spectrum)[0])
+    own = mask[box] | shell
+    mu = np.where(own, np.maximum(att.mu_per_mm - np.float32(mu_soft), np.float32(0.0)), np.float32(0.0))
+    return AttenuationVolume(np.ascontiguousarray(mu, dtype=np.float32), att.affine.copy(), att.spectrum,
+                             att.mu_water_per_mm, att.notes + (f"excess over soft tissue at {soft_hu:.0f} HU",)), \
+        soft_hu
 
 
 @dataclass(frozen=True, eq=False)
 class ShotView:
-    """A shot as the registration sees it: attenuation-polarity image (bone high) + geometry."""
+    """A shot as the registration sees it: attenuation-polarity image (bone high) + geometry,
+    and optionally the pixels to leave out of the comparison (``ignore``: e.g. an instrument
+    that is not in the CT, found by :func:`spinenav.registration.incontext.subtract_background`)."""
 
     image: NDArray[np.float32]
     geometry: CarmGeometry
     pose: CarmPose
+    ignore: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         im = np.asarray(self.image, dtype=np.float32)
@@ -154,6 +230,11 @@ class ShotView:
             raise RegistrationError(f"shot image has {int(np.sum(~np.isfinite(im)))} non-finite pixels (NaN or "
                                     "infinite: e.g. the log of a zero transmission); clip the image first")
         object.__setattr__(self, "image", im)
+        if self.ignore is not None:
+            ign = np.asarray(self.ignore, dtype=bool)
+            if ign.shape != im.shape:
+                raise RegistrationError(f"ignore mask {ign.shape} does not match the shot {im.shape}")
+            object.__setattr__(self, "ignore", ign if ign.any() else None)
 
 
 def moved_attenuation(att: AttenuationVolume, T_world_from_ct: NDArray[np.float64]) -> AttenuationVolume:
@@ -190,23 +271,43 @@ class _Level:
     geometry: CarmGeometry
     pose: CarmPose
     fixed: NDArray[np.float32]
+    ignore: NDArray[np.bool_] | None = None
     region: tuple[int, int, int, int] = (0, 0, 1, 1)
     grads: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+    keep: NDArray[np.bool_] | None = None  # compared pixels of the region (None: all)
 
     def set_region(self, region: tuple[int, int, int, int]) -> None:
         self.region = region
         u0, v0, u1, v1 = region
         self.grads = image_gradients(self.fixed[v0:v1, u0:u1])
+        self.keep = None
+        if self.ignore is not None and self.ignore[v0:v1, u0:u1].any():
+            # the shot's gradients (1 px smoothing, central differences) reach 2 px beyond a pixel
+            keep = ~binary_dilation(self.ignore[v0:v1, u0:u1], iterations=2)
+            self.keep = keep if keep.sum() >= 0.25 * keep.size else None
+            if self.keep is None:  # mostly ignored: compare nothing rather than the ignored pixels
+                self.keep = np.zeros_like(keep)
+
+
+def _compare(drr: NDArray[np.float32], lv: _Level) -> float:
+    """GC of a DRR of ``lv``'s region with its shot (its ignored pixels left out; 0 when nothing is left)."""
+    u0, v0, u1, v1 = lv.region
+    if lv.keep is not None and not lv.keep.any():
+        return 0.0
+    return gradient_correlation(drr, lv.fixed[v0:v1, u0:u1], lv.keep, b_gradients=lv.grads, a_sigma_px=0.5)
 
 
 def _downsample(view: ShotView, factor: float) -> _Level:
     if factor <= 1.0:
-        return _Level(view.geometry, view.pose, view.image)
+        return _Level(view.geometry, view.pose, view.image, view.ignore)
     rows = max(int(round(view.geometry.rows / factor)), 16)
     cols = max(int(round(view.geometry.cols / factor)), 16)
     g = view.geometry.with_size(rows, cols)
     img = resize(view.image, (rows, cols), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    return _Level(g, view.pose, img)
+    ign = None
+    if view.ignore is not None:  # a binned pixel touching an ignored one is ignored
+        ign = resize(view.ignore.astype(np.float32), (rows, cols), order=1, anti_aliasing=False) > 0.01
+    return _Level(g, view.pose, img, ign)
 
 
 def _box_corners(points: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -299,9 +400,7 @@ class _Problem:
         att = moved_attenuation(self.vert.attenuation, self.T(x))
         out = []
         for lv in self.levels:
-            drr = render_line_integrals(att, lv.geometry, lv.pose, region=lv.region)
-            u0, v0, u1, v1 = lv.region
-            out.append(gradient_correlation(drr, lv.fixed[v0:v1, u0:u1], b_gradients=lv.grads, a_sigma_px=0.5))
+            out.append(_compare(render_line_integrals(att, lv.geometry, lv.pose, region=lv.region), lv))
         self.n_eval += 1
         return out
 
@@ -509,13 +608,17 @@ def register_vertebra(vert: VertebraVolume, shots: Sequence[ShotView], *,
             uvr = np.round(uv[inside]).astype(int)
             inside_det = ((uvr[:, 0] >= 0) & (uvr[:, 0] < s.geometry.cols) & (uvr[:, 1] >= 0)
                           & (uvr[:, 1] < s.geometry.rows))
-            valid = _valid_mask(s.image)
+            valid = _valid_mask(s.image) if s.ignore is None else _valid_mask(s.image) & ~s.ignore
             hit = np.zeros(len(pts_best), bool)
             ok_idx = np.flatnonzero(inside)[inside_det]
             hit[ok_idx] = valid[uvr[inside_det, 1], uvr[inside_det, 0]]
             coverage = min(coverage, float(hit.mean()))
         if coverage < min_coverage:
-            reasons.append(f"vertebra cut off: only {coverage:.0%} of it projects onto the image")
+            hidden = " or hidden by what is not in the CT (e.g. instruments)" if any(
+                s.ignore is not None for s in shots) else ""
+            reasons.append(f"vertebra cut off{hidden}: only {coverage:.0%} of it projects onto the usable image")
+        if vert.partial:
+            reasons.append(f"the CT holds only part of {vert.level} ({vert.partial}): its pose is not trusted")
         if gc < gc_threshold:
             reasons.append(f"gradient correlation {gc:.3f} < {gc_threshold:.2f}: the DRR does not match the shot "
                            "(wrong level, start outside the capture range, or the vertebra is hidden)")
