@@ -8,7 +8,7 @@ joint's contact (anat_truth.facet_contact_centres: the phantom's design point is
 the two articular surfaces face each other). Angles are no positions and keep their own
 tolerances: frames and endplate normals 1.5 deg; the pedicle's transverse angle 7 deg (the
 phantom's pedicle is a clean tube over ~4 mm only, so the axis through the section
-centroids is soft: measured up to 6.1 deg, S1 and T11-T12), its sagittal angle 3 deg
+centroids is soft: measured up to 6.2 deg, S1), its sagittal angle 3 deg
 (chord 3 mm, following the axis).
 """
 
@@ -115,21 +115,21 @@ def test_phantom_variants_against_the_truth(name):
 
 
 def test_small_phantom_against_the_truth():
-    """Scale 0.75 (T10 pedicles 4.5 mm wide) on 1 mm voxels. Two exceptions, measured:
-    T12's pedicle width reads 0.55 mm wide, and 0.48 mm wide already through the true
-    isthmus centre along the true width direction (CT edges; the label map's own run is
-    0.24 mm wide there): 1.5 mm beyond its medial edge other bone of the vertebra lies 1.3 mm
-    away (the exact solid's distance), within one voxel plus the 0.5 mm blur, and the CT's
-    edge moves out; 0.6 mm here. The pedicle sagittal angles of T11 (7.3 / 9.9 deg off, left /
-    right) and T12 (5.9 / 6.1 deg) are not checked: not understood yet; fitting the axis over
-    4 instead of 6 mm of sections left them as they were, over sections of at most 1.5 instead
-    of 2 isthmus areas made them worse (19-24 deg). Their TPA (4.8-6.1 deg) is checked."""
+    """Scale 0.75 (T10 pedicles 4.5 mm wide) on 1 mm voxels. One exception, measured: T12's
+    pedicle width reads 0.52 mm wide, 0.48 mm already through the true isthmus centre along
+    the true width direction, all of it at the medial wall (+0.45; lateral +0.04). The
+    cortex is 0.98 mm thick there, one voxel, and the wall lies 0.14 mm outside a voxel
+    centre: sampled that way, the steepest point of the blurred profile sits ~0.45 mm
+    outside the wall whatever finds it (a 1-D model of the phantom's rendering gives +0.45
+    at T12's phase, +0.12 at T11's, -0.02 at T10's; measured +0.45, +0.10, +0.01; half
+    maximum, gradient centroid and area-equivalent edges vary with the phase as much), so
+    0.55 mm here. A quadratic fit of the edge over +-1.6 mm of the wall does not help (the
+    wall is nearly parallel to the voxel planes: same phase all over)."""
     ph = phantom("small")
     errors = vertebra_errors(ph.truth, _landmarks("small"), params=ph.params)
     assert set(errors) == set(ph.truth.levels)
-    _check_positions({k: v for k, v in errors.items() if k not in ("T11", "T12")})
-    _check_positions({"T11": errors["T11"]}, skip=("sagittal_deg",))
-    _check_positions({"T12": errors["T12"]}, pedicle_width_tol=0.6, skip=("sagittal_deg",))
+    _check_positions({k: v for k, v in errors.items() if k != "T12"})
+    _check_positions({"T12": errors["T12"]}, pedicle_width_tol=0.55)
 
 
 def test_partial_field_of_view_is_flagged():
