@@ -610,6 +610,25 @@ def _flood_vertebrae(edt: NDArray, sm: NDArray, bone: NDArray, markers: NDArray,
     return watershed(relief, markers, mask=mask).astype(np.uint8)
 
 
+def _peak_centre(signal: NDArray, k: int, valid: NDArray[np.bool_], *, half_window: int = 15) -> float:
+    """Sub-sample centre of the signal's peak at index k: the middle of its span above half its
+    height over the lowest value within `half_window` samples (linearly interpolated ends), at
+    most one sample from k. k itself where that window leaves the `valid` samples (a peak at
+    the end of the trace, whose span the cut-off would shorten)."""
+    n = len(signal)
+    if k - half_window < 0 or k + half_window + 1 > n or not valid[k - half_window:k + half_window + 1].all():
+        return float(k)
+    level = 0.5 * (signal[k] + signal[k - half_window:k + half_window + 1].min())
+    lo = hi = k
+    while lo > 0 and signal[lo - 1] > level:
+        lo -= 1
+    while hi < n - 1 and signal[hi + 1] > level:
+        hi += 1
+    left = lo - (signal[lo] - level) / max(signal[lo] - signal[lo - 1], 1e-6) if lo > 0 else float(lo)
+    right = hi + (signal[hi] - level) / max(signal[hi] - signal[hi + 1], 1e-6) if hi < n - 1 else float(hi)
+    return float(np.clip(0.5 * (left + right), k - 1.0, k + 1.0))
+
+
 def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> BuiltinSegmentation:
     """Segment the vertebrae of `ct` (HU) without model weights; see the module docstring.
 
@@ -832,8 +851,14 @@ def segment_builtin(ct: Volume, *, progress: ProgressCallback | None = None) -> 
         # by a slipped L4 (phantom, 8 mm L4 slip: S1 Dice 0.897 so, 0.985 with the median)
         p_lo, p_hi = (peaks[1], peaks[2]) if n_vert >= 3 else (peaks[0], peaks[1])
         first = 1 if n_vert >= 3 else 0
-        arc = [float(np.linalg.norm(np.diff(cz[a:b + 1], axis=0), axis=1).sum())
-               for a, b in zip(peaks[first:first + 3], peaks[first + 1:first + 4])]
+        # (between the peaks' sub-millimetre centres: the pedicle signal saturates over a plateau
+        # 5-10 mm long whose integer middle is up to 0.5 mm off; phantom T10-S1, 60 HU noise,
+        # seed 1: pitch 34.1 -> 33.6 mm (S1 inferior endplate 32.7 mm below the disc), S1 Dice
+        # 0.949 -> 0.956; no sacral variant lower by more than 0.004)
+        cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(cz, axis=0), axis=1))]
+        pk_f = [_peak_centre(ped_signal, int(k), sampled_z) for k in peaks]
+        arc = [float(np.interp(b, np.arange(nz), cum) - np.interp(a, np.arange(nz), cum))
+               for a, b in zip(pk_f[first:first + 3], pk_f[first + 1:first + 4])]
         l5_pitch_mm = float(np.median(arc))
         # from the L5-S1 disc's middle to the S1/S2 junction: half that disc, S1's body (about
         # as tall as L5's: 30 mm anteriorly [L4L5-ANAT]) and half the rudimentary S1/S2 disc,
