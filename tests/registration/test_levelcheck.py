@@ -52,7 +52,9 @@ def test_level_under_marker(spine, shot_and_truth):
 
 @pytest.mark.parametrize("level", ["L3", "L5"])
 def test_level_under_marker_scored_with_the_whole_patient(phantom_l3l5, spine, shot_and_truth, level):
-    """The whole-CT variant (the CLI's default) names the level too, each vertebra at the patient's pose."""
+    """The whole-CT variant (the CLI's default: all the CT's bone) names the level too, each
+    vertebra at the patient's pose in the image plane (one AP shot: the depth is loose, up to
+    ~4 mm here)."""
     from spinenav.registration.incontext import prepare_patient
 
     shot, T_true = shot_and_truth
@@ -60,9 +62,12 @@ def test_level_under_marker_scored_with_the_whole_patient(phantom_l3l5, spine, s
                     patient=prepare_patient(phantom_l3l5.ct))
     assert r.ok, r.reason
     assert r.level == level and r.confidence >= 0.03
+    from spinenav.registration.evaluate import error_components_mm
+
     for T in r.level_poses.values():  # every vertebra at the patient's pose, which is the truth here
-        from spinenav.registration.evaluate import mtre_mm
-        assert mtre_mm(spine.level_points_ct_mm[level], T, T_true) < 2.0
+        in_plane, depth = error_components_mm(spine.level_points_ct_mm[level], T, T_true,
+                                              shot.pose.detector_direction_world)
+        assert in_plane < 1.5 and depth < 6.0, (in_plane, depth)
 
 
 def test_marker_off_the_spine_is_refused(spine, shot_and_truth):

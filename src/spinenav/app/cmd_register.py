@@ -211,7 +211,7 @@ def levelcheck(
     labels: Annotated[Optional[Path], typer.Option(exists=True, help="Vertebra label map; default: segment now.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
     bone_dark: Annotated[Optional[bool], typer.Option("--bone-dark/--bone-bright", help="Shot polarity (default: by modality).")] = None,
-    method: Annotated[str, typer.Option(help="'context': each level hypothesis registered and scored with the whole CT (default); 'vertebrae': with the bone and each vertebra alone.")] = "context",
+    method: Annotated[str, typer.Option(help="'context': each level hypothesis registered and scored with all the CT's bone above soft tissue: ribs, sternum, pelvis (default); 'vertebrae': with the spine's bone and each vertebra alone.")] = "context",
     seed: Annotated[int, typer.Option(help="Optimiser seed (recorded).")] = 0,
 ) -> None:
     """Which vertebra is under the marker? Prints the level, the runner-up and the confidence,

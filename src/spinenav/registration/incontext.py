@@ -77,11 +77,15 @@ class PatientVolume:
     the background, ``soft`` the same with every voxel's attenuation capped at that of
     ``SOFT_TISSUE_MAX_HU`` (its soft-tissue part; ``full - soft`` is the bone's excess), and
     ``coarse`` on a ``coarse_voxel_mm`` grid for stage 1 (fewer samples per ray; stage 1 only
-    has to bring the vertebra within the local search of stage 3)."""
+    has to bring the vertebra within the local search of stage 3). ``bone`` and ``coarse_bone``:
+    the attenuation above ``SOFT_TISSUE_MAX_HU`` (ribs, sternum, pelvis, vertebrae), what the
+    level check scores: soft tissue moves between the CT and the table (breathing, position)."""
 
     full: AttenuationVolume
     soft: AttenuationVolume
     coarse: AttenuationVolume
+    bone: AttenuationVolume | None = None
+    coarse_bone: AttenuationVolume | None = None
 
 
 #: HU above which a voxel's attenuation counts as bone in the two-material background fit (the
@@ -126,7 +130,15 @@ def prepare_patient(ct: Volume, *, spectrum: Spectrum = Spectrum(), coarse_voxel
     target = np.maximum(spacing, coarse_voxel_mm)
     coarse_ct = resample_to_spacing(ct, target, order=1) if np.any(target > spacing + 1e-6) else ct
     full = prepare_attenuation(ct, spectrum=spectrum)
-    return PatientVolume(full, _capped(full, _soft_mu(spectrum)), prepare_attenuation(coarse_ct, spectrum=spectrum))
+    coarse = prepare_attenuation(coarse_ct, spectrum=spectrum)
+    soft = _capped(full, _soft_mu(spectrum))
+    return PatientVolume(full, soft, coarse, _excess(full, _soft_mu(spectrum)), _excess(coarse, _soft_mu(spectrum)))
+
+
+def _excess(att: AttenuationVolume, mu_floor: float) -> AttenuationVolume:
+    """A NEW attenuation volume holding what exceeds ``mu_floor`` (the bone above soft tissue)."""
+    return AttenuationVolume(np.ascontiguousarray(np.maximum(att.mu_per_mm - np.float32(mu_floor), np.float32(0.0))),
+                             att.affine.copy(), att.spectrum, att.mu_water_per_mm, att.notes)
 
 
 def _background_parts(shots: Sequence[ShotView], vert: VertebraVolume, patient: PatientVolume,

@@ -33,7 +33,7 @@ from scipy.ndimage import binary_dilation
 
 from spinenav.anatomy.labels import level_name, level_order
 from spinenav.fluoro.carm import project_points, projection_matrix
-from spinenav.fluoro.drr import Spectrum, prepare_attenuation, render_line_integrals
+from spinenav.fluoro.drr import AttenuationVolume, Spectrum, prepare_attenuation, render_line_integrals
 from spinenav.imaging.volume import Volume
 from spinenav.registration.intensity import (DEFAULT_GC_THRESHOLD, IntensityResult, RegistrationError, ShotView,
                                              VertebraVolume, _downsample, moved_attenuation, prepare_vertebra,
@@ -157,11 +157,21 @@ def _composite_gc(spine: SpineVolume, poses: dict[str, NDArray[np.float64]], sho
 
 
 def _patient_gc(patient: PatientVolume, T: NDArray[np.float64], shot: ShotView, pixel_mm: float) -> float:
-    """GC of the whole patient's DRR at ``T`` with the shot, whole detector."""
+    """GC of the whole patient's bone (above soft tissue) at ``T`` with the shot, whole detector."""
     iso_px = min(shot.geometry.pixel_spacing_mm) / shot.geometry.magnification
     lv = _downsample(shot, pixel_mm / iso_px)
-    return gradient_correlation(render_line_integrals(moved_attenuation(patient.full, T), lv.geometry, lv.pose),
+    return gradient_correlation(render_line_integrals(moved_attenuation(_bone(patient), T), lv.geometry, lv.pose),
                                 lv.fixed)
+
+
+def _bone(patient: PatientVolume, coarse: bool = False) -> AttenuationVolume:
+    """The patient's bone above soft tissue (what the level check uses: soft tissue moves between
+    the CT and the table; chest CT, soft tissue moved 10 mm head-wards in the target shots: the
+    whole CT named 16 of 24 levels right and 1 wrong, its bone 23 right, 1 refused, 2026-11-21)."""
+    att = patient.coarse_bone if coarse else patient.bone
+    if att is None:
+        raise RegistrationError("the patient volume has no bone part: make it with prepare_patient")
+    return att
 
 
 def _level_at(spine: SpineVolume, poses: dict[str, NDArray[np.float64]], shot: ShotView,
@@ -199,9 +209,10 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
     ``T_init_world_from_ct``: the nominal pose of the CT in the shot's world frame (default
     identity); ``shifts``: the starting hypotheses, in vertebral spacings along the spine.
     ``patient`` (:func:`~spinenav.registration.incontext.prepare_patient`): register and score
-    each hypothesis with the WHOLE CT (ribs, organs, pelvis: what makes one level's surroundings
-    unlike its neighbours') instead of the bone and the vertebrae alone; the vertebrae then
-    keep the patient's pose (no per-vertebra step).
+    each hypothesis with ALL the CT's bone above soft tissue (ribs, sternum, pelvis: what makes
+    one level's surroundings unlike its neighbours') instead of the spine's bone and each
+    vertebra alone; the vertebrae then keep the patient's pose (no per-vertebra step). Soft
+    tissue is left out: it moves between the CT and the table.
     """
     t0 = time.perf_counter()
     m = np.asarray(marker_px, dtype=np.float64).reshape(-1)
@@ -216,7 +227,7 @@ def check_level(spine: SpineVolume, shot: ShotView, marker_px: ArrayLike, *,
     footprint_px = 2.0 * g.magnification / min(g.pixel_spacing_mm)
     # step 1 moves the whole bone, or the whole patient
     moving = spine.bone if patient is None else VertebraVolume(
-        "patient", patient.coarse, spine.bone.centroid_ct_mm, spine.bone.points_ct_mm)
+        "patient", _bone(patient, coarse=True), spine.bone.centroid_ct_mm, spine.bone.points_ct_mm)
     hyps = []
     for k in shifts:
         Tk = np.eye(4)
@@ -352,7 +363,7 @@ def confirm_level(result: IntensityResult, spine: SpineVolume, shots: Sequence[S
     :func:`spinenav.registration.multilevel.register_levels`).
 
     With ``patient`` (:func:`~spinenav.registration.incontext.prepare_patient`) the context is
-    the WHOLE CT (ribs, organs, pelvis) rather than the neighbouring vertebrae, and the margin
+    all the CT's bone (ribs, sternum, pelvis) rather than the neighbouring vertebrae, and the margin
     ``DEFAULT_PATIENT_CONTEXT_MARGIN``: on the chest CT the vertebrae alone could not tell T10
     from T11 (as for :func:`check_level`).
 
