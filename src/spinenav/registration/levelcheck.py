@@ -156,12 +156,14 @@ def _composite_gc(spine: SpineVolume, poses: dict[str, NDArray[np.float64]], sho
     return gradient_correlation(drr, lv.fixed)
 
 
-def _patient_gc(patient: PatientVolume, T: NDArray[np.float64], shot: ShotView, pixel_mm: float) -> float:
-    """GC of the whole patient's bone (above soft tissue) at ``T`` with the shot, whole detector."""
+def _patient_gc(patient: PatientVolume, T: NDArray[np.float64], shot: ShotView, pixel_mm: float, *,
+                bone: bool = True) -> float:
+    """GC of the patient's bone above soft tissue (``bone``; else the whole CT) at ``T`` with the
+    shot, whole detector."""
     iso_px = min(shot.geometry.pixel_spacing_mm) / shot.geometry.magnification
     lv = _downsample(shot, pixel_mm / iso_px)
-    return gradient_correlation(render_line_integrals(moved_attenuation(_bone(patient), T), lv.geometry, lv.pose),
-                                lv.fixed)
+    att = _bone(patient) if bone else patient.full
+    return gradient_correlation(render_line_integrals(moved_attenuation(att, T), lv.geometry, lv.pose), lv.fixed)
 
 
 def _bone(patient: PatientVolume, coarse: bool = False) -> AttenuationVolume:
@@ -363,7 +365,8 @@ def confirm_level(result: IntensityResult, spine: SpineVolume, shots: Sequence[S
     :func:`spinenav.registration.multilevel.register_levels`).
 
     With ``patient`` (:func:`~spinenav.registration.incontext.prepare_patient`) the context is
-    all the CT's bone (ribs, sternum, pelvis) rather than the neighbouring vertebrae, and the margin
+    the whole CT (ribs, organs, pelvis) rather than the neighbouring vertebrae (its bone alone
+    gave smaller margins: chest 0.065, phantom one right result refused, 2026-11-21), and the margin
     ``DEFAULT_PATIENT_CONTEXT_MARGIN``: on the chest CT the vertebrae alone could not tell T10
     from T11 (as for :func:`check_level`).
 
@@ -382,7 +385,7 @@ def confirm_level(result: IntensityResult, spine: SpineVolume, shots: Sequence[S
             continue
         T_k = result.T_world_from_ct @ _level_to_level(spine, order[i + k], result.level)
         if patient is not None:
-            scores[k] = float(np.mean([_patient_gc(patient, T_k, s, pixel_mm) for s in shots]))
+            scores[k] = float(np.mean([_patient_gc(patient, T_k, s, pixel_mm, bone=False) for s in shots]))
             continue
         names = [order[j] for j in range(max(i + k - context_levels, 0), min(i + k + context_levels + 1, len(order)))]
         scores[k] = float(np.mean([_composite_gc(spine, {n: T_k for n in names}, s, pixel_mm) for s in shots]))
