@@ -3,8 +3,6 @@ vertebra locally) on the phantom, target shots rendered with other physics."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
