@@ -234,3 +234,20 @@ def test_label_subset_renders_only_that_label():
     assert_allclose(only3[:, cols3], full[:, cols3], rtol=1e-5)
     with pytest.raises(DrrError, match="none of the labels"):
         prepare_attenuation(ct, labels=lab, keep_labels=[9])
+
+
+def test_split_at_hu_adds_up_and_caps():
+    """Soft tissue (capped at 100 HU) + the bone above it = the whole; neither part negative."""
+    from spinenav.fluoro.drr import AttenuationVolume, Spectrum, hu_to_mu_per_mm, prepare_attenuation, split_at_hu
+    from spinenav.imaging.volume import Volume
+
+    hu = np.full((20, 20, 20), -1000.0, np.float32)
+    hu[5:15, 5:15, 5:15] = 40.0
+    hu[8:12, 8:12, 8:12] = 900.0
+    att = prepare_attenuation(Volume(hu, np.eye(4)), spectrum=Spectrum(kvp=100.0))
+    below, above = split_at_hu(att, 100.0)
+    assert isinstance(below, AttenuationVolume) and below.mu_per_mm is not att.mu_per_mm
+    np.testing.assert_allclose(below.mu_per_mm + above.mu_per_mm, att.mu_per_mm, rtol=1e-6)
+    cap = float(hu_to_mu_per_mm(np.array([100.0], np.float32), att.spectrum)[0])
+    assert float(below.mu_per_mm.max()) == pytest.approx(cap) and float(above.mu_per_mm.min()) >= 0.0
+    assert float(above.mu_per_mm.max()) > 0.0 and np.all(above.mu_per_mm[att.mu_per_mm < cap] == 0.0)

@@ -36,3 +36,4 @@ def ap_lateral(l4):
 
     c = tuple(float(x) for x in l4.centroid_ct_mm)
     return CarmGeometry.square(128), CarmPose(math.pi, 0.0, c), CarmPose(math.pi / 2, 0.0, c)
+

@@ -14,6 +14,8 @@ from spinenav.registration.incontext import (DEFAULT_GC_THRESHOLD_IN_CONTEXT, _n
                                              subtract_background)
 from spinenav.registration.intensity import RegistrationError, ShotView, moved_attenuation, prepare_vertebra
 
+from reg_cases import l4_biplane_case
+
 
 @pytest.fixture(scope="module")
 def patient(phantom_l3l5):
@@ -23,13 +25,7 @@ def patient(phantom_l3l5):
 @pytest.fixture(scope="module")
 def case(l4, scene, ap_lateral):
     """L4 moved 4 mm / 4 deg from the CT (the rest in place); start 12 mm / 12 deg from the truth."""
-    g, ap, lat = ap_lateral
-    c = l4.centroid_ct_mm
-    T_true = rigid_about(c, np.radians([2.0, -3.0, 1.5]), [3.0, -2.0, 1.5])
-    c_true = T_true[:3, :3] @ c + T_true[:3, 3]
-    T_start = rigid_about(c_true, np.radians([7.0, -6.0, 6.0]), [-7.0, 6.0, 6.5]) @ T_true
-    imgs = [scene.render(ts_id("L4"), T_true, g, p, seed=10 + i) for i, p in enumerate((ap, lat))]
-    return T_true, T_start, [ShotView(imgs[0], g, ap), ShotView(imgs[1], g, lat)]
+    return l4_biplane_case(l4, scene, ap_lateral, [7.0, -6.0, 6.0], [-7.0, 6.0, 6.5], seed=10)
 
 
 def test_background_subtraction_leaves_the_vertebra(l4, patient, case, ap_lateral):

@@ -15,6 +15,8 @@ from spinenav.registration.evaluate import (TargetPhysics, error_components_mm, 
                                             rigid_about)
 from spinenav.registration.intensity import (RegistrationError, ShotView, moved_attenuation, register_vertebra)
 
+from reg_cases import l4_biplane_case
+
 
 def test_moved_affine_equals_inverse_camera_motion(l4, ap_lateral):
     """Rendering the vertebra moved by T (rotation about the body's long axis about c, plus a
@@ -34,13 +36,7 @@ def test_moved_affine_equals_inverse_camera_motion(l4, ap_lateral):
 @pytest.fixture(scope="module")
 def case(l4, scene, ap_lateral):
     """A true pose 4 mm / 4 deg from the CT and a start 8 mm / 8 deg from the truth."""
-    g, ap, lat = ap_lateral
-    c = l4.centroid_ct_mm
-    T_true = rigid_about(c, np.radians([2.0, -3.0, 1.5]), [3.0, -2.0, 1.5])
-    c_true = T_true[:3, :3] @ c + T_true[:3, 3]
-    T_start = rigid_about(c_true, np.radians([5.0, 4.0, -4.5]), [-4.0, 5.0, 4.5]) @ T_true
-    imgs = [scene.render(ts_id("L4"), T_true, g, p, seed=i) for i, p in enumerate((ap, lat))]
-    return T_true, T_start, [ShotView(imgs[0], g, ap), ShotView(imgs[1], g, lat)]
+    return l4_biplane_case(l4, scene, ap_lateral, [5.0, 4.0, -4.5], [-4.0, 5.0, 4.5], seed=0)
 
 
 BIPLANE_TOL_MM = 1.0  # 1.2 mm isocentre pixels (128 px detector); the benchmark's 256 px reach ~0.5 mm

@@ -212,6 +212,18 @@ class AttenuationVolume:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
 
+def split_at_hu(att: AttenuationVolume, hu: float) -> tuple[AttenuationVolume, AttenuationVolume]:
+    """``att`` split at the attenuation of ``hu`` (at its spectrum): (every voxel capped there,
+    what exceeds it). They add up to ``att``, neither has a hole (e.g. soft tissue and bone above
+    it). New arrays: the renderer's cached copy of ``att`` is not shared."""
+    cap = np.float32(hu_to_mu_per_mm(np.array([hu], np.float32), att.spectrum)[0])
+    below = np.minimum(att.mu_per_mm, cap)
+    return (AttenuationVolume(np.ascontiguousarray(below), att.affine.copy(), att.spectrum, att.mu_water_per_mm,
+                              att.notes),
+            AttenuationVolume(np.ascontiguousarray(att.mu_per_mm - below), att.affine.copy(), att.spectrum,
+                              att.mu_water_per_mm, att.notes))
+
+
 def prepare_attenuation(ct: Volume, *, spectrum: Spectrum = Spectrum(), labels: Volume | None = None,
                         keep_labels: Sequence[int] | None = None, min_hu: float | None = None,
                         crop: bool = True, crop_threshold_hu: float = -500.0) -> AttenuationVolume:

@@ -31,7 +31,7 @@ from scipy.spatial.transform import Rotation
 
 from spinenav.fluoro.carm import CarmGeometry, CarmPose
 from spinenav.fluoro.drr import (AttenuationVolume, MetalCylinder, Spectrum, hu_to_mu_per_mm, prepare_attenuation,
-                                 render_line_integrals, transmission)
+                                 render_line_integrals, split_at_hu, transmission)
 from spinenav.imaging.volume import Volume
 from spinenav.registration.intensity import moved_attenuation
 
@@ -169,13 +169,7 @@ class TargetScene:
         and the excess above it (bone): they add up to the rest, with no hole in either."""
         key = ("parts",) + tuple(sorted(set(int(x) for x in label_ids)))
         if key not in self._rest:
-            rest = self.rest(label_ids)
-            cap = float(hu_to_mu_per_mm(np.array([SOFT_TISSUE_CAP_HU], np.float32), rest.spectrum)[0])
-            soft = np.minimum(rest.mu_per_mm, np.float32(cap))
-            self._rest[key] = (AttenuationVolume(np.ascontiguousarray(soft), rest.affine, rest.spectrum,
-                                                 rest.mu_water_per_mm),
-                               AttenuationVolume(np.ascontiguousarray(rest.mu_per_mm - soft), rest.affine,
-                                                 rest.spectrum, rest.mu_water_per_mm))
+            self._rest[key] = split_at_hu(self.rest(label_ids), SOFT_TISSUE_CAP_HU)
         return self._rest[key]  # type: ignore[return-value]
 
     def render_moved(self, moves: dict[int, ArrayLike], geometry: CarmGeometry, pose: CarmPose, *,

@@ -50,7 +50,8 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from spinenav.fluoro.drr import AttenuationVolume, Spectrum, prepare_attenuation, render_line_integrals
+from spinenav.fluoro.drr import (AttenuationVolume, Spectrum, prepare_attenuation, render_line_integrals,
+                                 split_at_hu)
 from spinenav.imaging.resample import resample_to_spacing
 from spinenav.imaging.volume import Volume
 from spinenav.registration.intensity import (IntensityResult, RegistrationError, ShotView, VertebraVolume,
@@ -84,8 +85,8 @@ class PatientVolume:
     full: AttenuationVolume
     soft: AttenuationVolume
     coarse: AttenuationVolume
-    bone: AttenuationVolume | None = None
-    coarse_bone: AttenuationVolume | None = None
+    bone: AttenuationVolume
+    coarse_bone: AttenuationVolume
 
 
 #: HU above which a voxel's attenuation counts as bone in the two-material background fit (the
@@ -131,14 +132,8 @@ def prepare_patient(ct: Volume, *, spectrum: Spectrum = Spectrum(), coarse_voxel
     coarse_ct = resample_to_spacing(ct, target, order=1) if np.any(target > spacing + 1e-6) else ct
     full = prepare_attenuation(ct, spectrum=spectrum)
     coarse = prepare_attenuation(coarse_ct, spectrum=spectrum)
-    soft = _capped(full, _soft_mu(spectrum))
-    return PatientVolume(full, soft, coarse, _excess(full, _soft_mu(spectrum)), _excess(coarse, _soft_mu(spectrum)))
-
-
-def _excess(att: AttenuationVolume, mu_floor: float) -> AttenuationVolume:
-    """A NEW attenuation volume holding what exceeds ``mu_floor`` (the bone above soft tissue)."""
-    return AttenuationVolume(np.ascontiguousarray(np.maximum(att.mu_per_mm - np.float32(mu_floor), np.float32(0.0))),
-                             att.affine.copy(), att.spectrum, att.mu_water_per_mm, att.notes)
+    soft, bone = split_at_hu(full, SOFT_TISSUE_MAX_HU)
+    return PatientVolume(full, soft, coarse, bone, split_at_hu(coarse, SOFT_TISSUE_MAX_HU)[1])
 
 
 def _background_parts(shots: Sequence[ShotView], vert: VertebraVolume, patient: PatientVolume,

@@ -282,11 +282,10 @@ class _Level:
         self.grads = image_gradients(self.fixed[v0:v1, u0:u1])
         self.keep = None
         if self.ignore is not None and self.ignore[v0:v1, u0:u1].any():
-            # the shot's gradients (1 px smoothing, central differences) reach 2 px beyond a pixel
+            # the shot's gradients (1 px smoothing, central differences) reach 2 px beyond a pixel;
+            # a region mostly ignored compares nothing (keep all False) rather than the ignored pixels
             keep = ~binary_dilation(self.ignore[v0:v1, u0:u1], iterations=2)
-            self.keep = keep if keep.sum() >= 0.25 * keep.size else None
-            if self.keep is None:  # mostly ignored: compare nothing rather than the ignored pixels
-                self.keep = np.zeros_like(keep)
+            self.keep = keep if keep.sum() >= 0.25 * keep.size else np.zeros_like(keep)
 
 
 def _compare(drr: NDArray[np.float32], lv: _Level) -> float:
